@@ -1,0 +1,66 @@
+"""The ``imp`` console command.
+
+Each subcommand lives in a small module that exposes ``configure(parser)`` (argparse only, cheap to
+import) and ``run(args) -> int`` (which imports the heavy machinery it needs). This module is the one
+place that reaches into all four packages (``impvlm``, ``export``, ``runtimes``, ``benchmarks``), and
+it does so lazily, so ``imp --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+# name -> (module with configure/run, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "presets": ("impvlm.commands.presets", "list the model presets and build one to check it"),
+    "synth": ("impvlm.commands.synth", "generate the offline synthetic shapes world and its tokenizer"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="imp",
+        description=(
+            "impvlm: train Imp / LLaVA-Phi models, export them to ONNX + GGUF, run them on PyTorch, "
+            "ONNX Runtime and llama.cpp, and check that accuracy held."
+        ),
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        sp = sub.add_parser(name, help=help_text, description=(module.__doc__ or help_text).strip())
+        module.configure(sp)
+        sp.set_defaults(_module=module_name)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    if not args.command:
+        parser.print_help()
+        return 0
+    from impvlm.errors import ImpError
+
+    module = importlib.import_module(args._module)
+    try:
+        return int(module.run(args) or 0)
+    except ImpError as exc:
+        print(f"imp {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"imp {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

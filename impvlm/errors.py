@@ -1,0 +1,32 @@
+"""User-facing errors.
+
+Every mistake a user can make (a bad option, a missing file, a broken record) raises an
+:class:`ImpError` whose message is one line naming the thing at fault. The ``imp`` command prints
+that line and exits with status 2 instead of a traceback.
+"""
+
+from __future__ import annotations
+
+
+class ImpError(Exception):
+    """A user-facing error with a one-line message naming what is at fault."""
+
+
+class ConfigError(ImpError, ValueError):
+    """An unknown preset, template, projector type or an inconsistent configuration."""
+
+
+class CheckpointError(ImpError):
+    """A checkpoint folder that is missing files or does not match its config."""
+
+
+class ImageError(ImpError):
+    """An image that cannot be read or decoded."""
+
+
+class DataError(ImpError):
+    """A malformed dataset record or file."""
+
+
+class BundleError(ImpError):
+    """An exported bundle that is incomplete, tampered with or made for another model."""
