@@ -129,7 +129,7 @@ def checkpoint_hash(path: Path) -> str:
     """sha256 over config.json and the weight files (names and bytes), for bundle manifests."""
     digest = hashlib.sha256()
     path = Path(path)
-    files = [path / CONFIG_FILE] + sorted(f for p in WEIGHT_PATTERNS for f in path.glob(p))
+    files = [path / CONFIG_FILE, *sorted(f for p in WEIGHT_PATTERNS for f in path.glob(p))]
     for file in files:
         digest.update(file.name.encode())
         with file.open("rb") as handle:

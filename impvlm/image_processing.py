@@ -89,7 +89,7 @@ class ImageProcessor:
         """RGB, optional pad to square with the mean colour, bicubic resize to ``size``."""
         image = load_image(image)
         if self.aspect_ratio == "pad":
-            image = pad_to_square(image, tuple(int(round(m * 255)) for m in self.mean))
+            image = pad_to_square(image, tuple(round(m * 255) for m in self.mean))
         return image.resize((self.size, self.size), Image.Resampling.BICUBIC)
 
     def __call__(self, image: ImageInput) -> np.ndarray:
