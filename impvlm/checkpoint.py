@@ -77,7 +77,7 @@ def load_model(
         _load_strict(model, state, path)
     else:
         try:
-            model, info = ImpForCausalLM.from_pretrained(path, output_loading_info=True, torch_dtype=dtype)
+            model, info = ImpForCausalLM.from_pretrained(path, output_loading_info=True, dtype=dtype)
         except (RuntimeError, ValueError, OSError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise CheckpointError(f"{path}: weights do not match config.json: {first}") from None

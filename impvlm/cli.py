@@ -16,6 +16,10 @@ import sys
 # name -> (module with configure/run, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "presets": ("impvlm.commands.presets", "list the model presets and build one to check it"),
+    "chat": (
+        "runtimes.cli_chat",
+        "ask a checkpoint or an exported bundle about an image (one-shot or interactive)",
+    ),
     "synth": ("impvlm.commands.synth", "generate the offline synthetic shapes world and its tokenizer"),
 }
 
@@ -40,7 +44,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # argparse cannot take an optional positional after options (`imp chat M --image X "question"`):
+    # a subcommand that names a trailing positional receives the leftover words there.
+    trailing = getattr(args, "_trailing", None)
+    if extra and trailing and getattr(args, trailing) is None and not extra[0].startswith("-"):
+        setattr(args, trailing, " ".join(extra))
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

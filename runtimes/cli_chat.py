@@ -1,0 +1,90 @@
+"""Ask a model about an image, on PyTorch (a checkpoint) or the exported runtime (a bundle).
+
+One-shot:     imp chat work/bundle --image cat.png "What colour is the cat?"
+Interactive:  imp chat work/bundle --image cat.png      (then type questions; the answer streams)
+              commands: /image PATH (switch image, new conversation), /reset, /quit
+
+The runtime spec may carry options: exported:work/bundle?lm=q4_k_m&vision=int8, torch:work/ckpt?dtype=fp16.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.add_argument("model", help="checkpoint folder, bundle folder, or a runtime spec (see above)")
+    parser.add_argument("question", nargs="?", help="ask once and exit; omit for an interactive session")
+    parser.add_argument("--image", action="append", default=[], help="image file (repeat for several images)")
+    parser.add_argument("--lm", help="GGUF precision from the bundle manifest (e.g. f16, q8_0, q4_k_m)")
+    parser.add_argument("--vision", help="ONNX precision from the bundle manifest (fp32, fp16, int8)")
+    parser.add_argument(
+        "--profile", help="device profile: default or mobile (4 threads, q4_k_m, fp16 vision)"
+    )
+    parser.add_argument("--threads", type=int, help="CPU threads")
+    parser.add_argument("--max-new-tokens", type=int, default=256, help="answer length limit (default 256)")
+    parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default); >0 samples")
+    parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (with --temperature)")
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed")
+    parser.add_argument("--timings", action="store_true", help="print image-encode, prefill and decode speed")
+    parser.set_defaults(_trailing="question")
+
+
+def run(args: argparse.Namespace) -> int:
+    from impvlm.templates import IMAGE_TOKEN, Turn
+    from runtimes.loader import load_runtime
+    from runtimes.sampling import SamplingConfig
+
+    options = {"lm": args.lm, "vision": args.vision, "threads": args.threads, "profile": args.profile}
+    runtime = load_runtime(args.model, **options)
+    sampling = SamplingConfig(
+        greedy=args.temperature <= 0, temperature=args.temperature, top_p=args.top_p, seed=args.seed
+    )
+    images = list(args.image)
+    # validate the images up front: a one-line error names a bad file before any work is done
+    runtime.encode_images(images)
+
+    def ask(conversation, question):
+        tags = "".join(f"{IMAGE_TOKEN}\n" for _ in images) if not conversation else ""
+        turns = [*conversation, Turn("user", tags + question)]
+        out = runtime.generate(
+            images,
+            turns,
+            max_new_tokens=args.max_new_tokens,
+            sampling=sampling,
+            on_text=lambda chunk: print(chunk, end="", flush=True),
+        )
+        print()
+        if args.timings:
+            t = out.timings
+            print(
+                f"[image {t.image_encode_s * 1000:.0f} ms ({t.images_encoded} encoded) | prefill {t.prefill_tokens} tok "
+                f"{t.prefill_tokens_per_s:.1f} tok/s (reused {t.reused_tokens}) | decode {t.decode_tokens} tok "
+                f"{t.decode_tokens_per_s:.1f} tok/s | first token {t.ttft_s * 1000:.0f} ms | peak RSS {t.peak_rss_mb:.0f} MB]",
+                file=sys.stderr,
+            )
+        return [*turns, Turn("assistant", out.text)]
+
+    if args.question:
+        ask([], args.question)
+        return 0
+    conversation: list = []
+    print("interactive chat: /image PATH, /reset, /quit", file=sys.stderr)
+    for line in sys.stdin:
+        line = line.strip()
+        if not line:
+            continue
+        if line in ("/quit", "/exit"):
+            break
+        if line == "/reset":
+            conversation = []
+            continue
+        if line.startswith("/image "):
+            images = [line.split(" ", 1)[1].strip()]
+            runtime.encode_images(images)
+            conversation = []
+            continue
+        conversation = ask(conversation, line)
+    return 0

@@ -1,0 +1,71 @@
+"""Open a runtime from a spec string: ``[KIND:]PATH[?key=value&...]``.
+
+- ``work/ckpt`` (a checkpoint folder) -> PyTorch; ``work/bundle`` (has ``manifest.json``) -> the
+  exported runtime (ONNX Runtime + llama.cpp).
+- ``torch:PATH?dtype=fp16&device=cuda``, ``exported:PATH?lm=q4_k_m&vision=int8&threads=4``,
+  ``native:PATH?lm=q4_k_m&mmproj=f16`` (llama.cpp's own multimodal library), and
+  ``profile=mobile`` picks a device profile's precisions, threads and context.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl
+
+from impvlm.errors import ConfigError
+from runtimes.base import Runtime
+
+KINDS = ("torch", "exported", "native")
+MANIFEST = "manifest.json"
+
+
+def parse_spec(spec: str | Path) -> tuple[str, Path, dict[str, str]]:
+    text = str(spec)
+    kind = "auto"
+    head, _, query = text.partition("?")
+    for candidate in KINDS:
+        if head.startswith(candidate + ":"):
+            kind, head = candidate, head[len(candidate) + 1 :]
+    path = Path(head)
+    if kind == "auto":
+        if (path / MANIFEST).is_file():
+            kind = "exported"
+        elif (path / "config.json").is_file():
+            kind = "torch"
+        else:
+            raise ConfigError(f"{path} is neither a checkpoint (config.json) nor a bundle ({MANIFEST})")
+    return kind, path, dict(parse_qsl(query))
+
+
+def load_runtime(spec: str | Path, **options: Any) -> Runtime:
+    """Open the runtime a spec names; keyword options override the spec's query."""
+    kind, path, query = parse_spec(spec)
+    opts: dict[str, Any] = {**query, **{k: v for k, v in options.items() if v is not None}}
+    if "threads" in opts:
+        opts["threads"] = int(opts["threads"])
+    if "context_length" in opts:
+        opts["context_length"] = int(opts["context_length"])
+    if kind == "torch":
+        from runtimes.torch_runtime import TorchRuntime
+
+        allowed = {"device", "dtype", "threads", "context_length"}
+        return TorchRuntime(path, **_only(opts, allowed, kind))
+    if kind == "exported":
+        from runtimes.exported import ExportedRuntime
+
+        allowed = {"vision", "lm", "threads", "context_length", "profile", "memory_budget_mb", "verify"}
+        return ExportedRuntime(path, **_only(opts, allowed, kind))
+    from runtimes.native import LlamaCppNativeRuntime
+
+    allowed = {"lm", "mmproj", "threads", "context_length", "verify"}
+    return LlamaCppNativeRuntime(path, **_only(opts, allowed, kind))
+
+
+def _only(opts: dict[str, Any], allowed: set[str], kind: str) -> dict[str, Any]:
+    unknown = sorted(set(opts) - allowed)
+    if unknown:
+        raise ConfigError(
+            f"option(s) {', '.join(unknown)} do not apply to the {kind} runtime; use {sorted(allowed)}"
+        )
+    return opts
