@@ -1,0 +1,94 @@
+"""Run the nine-benchmark suite on a runtime, resumably; re-score or merge saved answers.
+
+  imp bench RUNTIME_SPEC --data DIR --out RUN_DIR [--benchmarks pope,mme,...] [--limit N]
+  imp bench RUNTIME_SPEC ... --num-chunks 4 --chunk-idx 0     (one of 4 processes / GPUs / machines)
+  imp bench merge RUN_DIR                                     (join the chunks, then score)
+  imp bench score RUN_DIR [--data DIR]                        (re-score saved answers, no model)
+
+RUNTIME_SPEC is a checkpoint folder (PyTorch), a bundle folder (ONNX Runtime + llama.cpp) or a spec
+such as exported:work/bundle?lm=q4_k_m&vision=int8. DIR is LLaVA's playground/data/eval layout (or
+the synthetic suite from `imp pipeline`). A killed run resumes from its answers files.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+ALL = "vqav2,gqa,vizwiz,sqa,textvqa,pope,mme,mmbench,mmvet"
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.add_argument("target", nargs="+", help="RUNTIME_SPEC, or `score RUN_DIR`, or `merge RUN_DIR`")
+    parser.add_argument("--data", help="benchmark data folder (LLaVA playground/data/eval layout)")
+    parser.add_argument("--out", help="run folder for this runtime's answers and results")
+    parser.add_argument("--benchmarks", default=ALL, help=f"comma-separated (default: all nine: {ALL})")
+    parser.add_argument("--limit", type=int, help="only the first N questions of each benchmark")
+    parser.add_argument(
+        "--num-chunks", type=int, default=1, help="split each benchmark into N contiguous chunks"
+    )
+    parser.add_argument("--chunk-idx", type=int, default=0, help="which chunk this process answers (0-based)")
+    parser.add_argument("--max-new-tokens", type=int, help="cap every benchmark's answer length (quick runs)")
+    parser.add_argument(
+        "--no-reuse", action="store_true", help="recompute everything per question (upstream way)"
+    )
+    parser.add_argument("--lm", help="GGUF precision of a bundle (e.g. q4_k_m)")
+    parser.add_argument("--vision", help="ONNX precision of a bundle (fp32, fp16, int8)")
+    parser.add_argument("--threads", type=int, help="CPU threads")
+
+
+def run(args: argparse.Namespace) -> int:
+    from benchmarks.base import BenchmarkError
+    from impvlm.errors import ImpError
+
+    try:
+        return _run(args)
+    except BenchmarkError as exc:
+        raise ImpError(str(exc)) from None
+
+
+def _run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from benchmarks import runner
+    from benchmarks.report import print_results
+    from impvlm.errors import ConfigError
+
+    action = args.target[0]
+    names = [n.strip() for n in args.benchmarks.split(",") if n.strip()]
+    if action in ("score", "merge"):
+        if len(args.target) != 2:
+            raise ConfigError(f"usage: imp bench {action} RUN_DIR")
+        run_dir = Path(args.target[1])
+        if action == "merge":
+            present = [p.name for p in run_dir.iterdir() if any(p.glob("answers.chunk*"))]
+            for name in present:
+                runner.merge_chunks(run_dir, name)
+        results = runner.score_run(run_dir, Path(args.data) if args.data else None)
+        print_results(results)
+        return 0
+    if len(args.target) != 1:
+        raise ConfigError("give one RUNTIME_SPEC")
+    if not args.data or not args.out:
+        raise ConfigError("--data and --out are required to run benchmarks")
+    from benchmarks.base import benchmark_class
+    from runtimes.loader import load_runtime
+
+    for name in names:
+        benchmark_class(name)
+    runtime = load_runtime(action, lm=args.lm, vision=args.vision, threads=args.threads)
+    options = runner.BenchmarkRunOptions(
+        limit=args.limit,
+        num_chunks=args.num_chunks,
+        chunk_idx=args.chunk_idx,
+        max_new_tokens=args.max_new_tokens,
+        reuse=not args.no_reuse,
+    )
+    results = runner.run_suite(runtime, names, Path(args.data), Path(args.out), options)
+    if results is None:
+        print(
+            f"chunk {args.chunk_idx} of {args.num_chunks} done; run `imp bench merge {args.out}` after all chunks"
+        )
+    else:
+        print_results(results)
+    return 0

@@ -1,0 +1,100 @@
+"""Compare benchmark runs of the same model across runtimes; exit 1 when accuracy did not hold.
+
+  imp compare REFERENCE_RUN CANDIDATE_RUN [CANDIDATE_RUN ...] --out REPORT_DIR
+  imp compare work/ckpt work/bundle --data DIR --out REPORT_DIR --lm f16,q8_0,q4_k_m --vision fp32,int8
+
+Inputs are run folders of `imp bench` (with results.json), or a checkpoint / bundle / runtime spec,
+which is run on the benchmarks first (into REPORT_DIR/runs/). The first input is the reference.
+Writes report.md, report.json and PNG charts to REPORT_DIR.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.add_argument(
+        "inputs", nargs="+", help="reference first, then candidates (run folders or runtimes)"
+    )
+    parser.add_argument("--out", required=True, help="report folder")
+    parser.add_argument("--data", help="benchmark data folder, when inputs must be run first")
+    parser.add_argument("--benchmarks", default="vqav2,gqa,vizwiz,sqa,textvqa,pope,mme,mmbench,mmvet")
+    parser.add_argument("--limit", type=int, help="first N questions per benchmark (when running)")
+    parser.add_argument("--lm", default="", help="bundle GGUF precisions to run, comma-separated")
+    parser.add_argument("--vision", default="", help="bundle ONNX precisions to run, comma-separated")
+    parser.add_argument("--max-new-tokens", type=int, help="cap answer length (when running)")
+    parser.add_argument("--max-drop-lossless", type=float, default=0.2, help="f16 / q8_0: max drop in points")
+    parser.add_argument(
+        "--min-agreement", type=float, default=99.0, help="f16 / q8_0: min per-sample agreement %%"
+    )
+    parser.add_argument(
+        "--max-drop-quantized", type=float, default=1.0, help="4-6 bit / int8: max drop in points"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from benchmarks.base import BenchmarkError
+    from impvlm.errors import ImpError
+
+    try:
+        return _run(args)
+    except BenchmarkError as exc:
+        raise ImpError(str(exc)) from None
+
+
+def _run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from benchmarks.compare import Thresholds, compare_runs, verdict_table, write_report
+    from benchmarks.runner import RESULTS_FILE
+    from impvlm.errors import ConfigError
+
+    out = Path(args.out)
+    runs: list[Path] = []
+    for spec in args.inputs:
+        if (Path(spec) / RESULTS_FILE).exists():
+            runs.append(Path(spec))
+            continue
+        if not args.data:
+            raise ConfigError(f"{spec} is not a run folder (no {RESULTS_FILE}); pass --data to run it first")
+        runs += run_inputs(spec, args, out / "runs")
+    if len(runs) < 2:
+        raise ConfigError("give a reference and at least one candidate")
+    thresholds = Thresholds(args.max_drop_lossless, args.min_agreement, args.max_drop_quantized)
+    report = compare_runs(runs[0], runs[1:], thresholds)
+    paths = write_report(report, out)
+    print(verdict_table(report))
+    print(f"\nreport: {paths['md']}")
+    return 0 if report["holds"] else 1
+
+
+def run_inputs(spec, args, runs_dir):
+    """Run one checkpoint (one run) or bundle (one run per lm x vision) on the benchmarks."""
+    from pathlib import Path
+
+    from benchmarks.runner import BenchmarkRunOptions, run_suite
+    from runtimes.loader import load_runtime, parse_spec
+
+    kind, _, _ = parse_spec(spec)
+    names = [n for n in args.benchmarks.split(",") if n]
+    options = BenchmarkRunOptions(limit=args.limit, max_new_tokens=args.max_new_tokens)
+    combos = [(None, None)]
+    if kind != "torch":
+        combos = [
+            (lm or None, vision or None) for lm in args.lm.split(",") for vision in args.vision.split(",")
+        ]
+    out = []
+    for lm, vision in combos:
+        runtime = load_runtime(spec, lm=lm, vision=vision)
+        label = (
+            kind
+            if kind == "torch"
+            else f"{kind}-{runtime.identity().get('lm')}-{runtime.identity().get('vision')}"
+        )
+        run_dir = Path(runs_dir) / label
+        run_suite(runtime, names, Path(args.data), run_dir, options)
+        runtime.close()
+        out.append(run_dir)
+    return out

@@ -1,0 +1,1 @@
+"""One module per benchmark; each documents its ``playground/data/eval`` layout in its docstring."""
