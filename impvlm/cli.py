@@ -20,7 +20,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "runtimes.cli_chat",
         "ask a checkpoint or an exported bundle about an image (one-shot or interactive)",
     ),
+    "bench": ("benchmarks.cli", "run the nine-benchmark suite on a runtime (resumable); re-score or merge runs"),
+    "compare": ("benchmarks.cli_compare", "compare runs across runtimes and quants: deltas, agreement, verdict"),
     "synth": ("impvlm.commands.synth", "generate the offline synthetic shapes world and its tokenizer"),
+    "export": ("export.cli", "export a checkpoint to a bundle: ONNX vision encoder + GGUF LM + manifest"),
+    "info": ("export.cli_info", "describe an export bundle and verify its files"),
 }
 
 

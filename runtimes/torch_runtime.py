@@ -49,12 +49,13 @@ class TorchRuntime(Runtime):
         self.threads = torch.get_num_threads()
         self._cache = DynamicCache()
         self._embed = self.model.get_input_embeddings()
+        self._checkpoint_sha256 = checkpoint_hash(self.checkpoint)
 
     def identity(self) -> dict[str, Any]:
         return {
             "runtime": self.name,
             "checkpoint": str(self.checkpoint),
-            "checkpoint_sha256": checkpoint_hash(self.checkpoint),
+            "checkpoint_sha256": self._checkpoint_sha256,
             "model_id": self.model.config.model_id,
             "dtype": self.dtype_name,
             "device": str(self.device),

@@ -1,0 +1,152 @@
+"""`ExportedRuntime`: a bundle on ONNX Runtime (vision + projector) and llama.cpp (the Phi-2 LM).
+
+Image features from the ONNX graph are fed into llama.cpp as embeddings at the ``<image>``
+position (llama-cpp-python's low-level API, through :class:`export.llama_session.LlamaSession`);
+text is tokenized with the bundle's own ``tokenizer.json``, exactly as the PyTorch runtime does.
+Precisions are chosen by name from the manifest; CUDA execution providers and GPU offload are used
+when the installed packages offer them, never required.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from export.bundle import load_manifest
+
+from export.llama_session import LlamaSession
+from impvlm.errors import BundleError
+from impvlm.image_processing import ImageProcessor
+from impvlm.templates import get_template
+from runtimes.base import Runtime
+from runtimes.profiles import LM_PREFERENCE, VISION_PREFERENCE, choose, estimate_memory, get_profile
+
+
+def onnx_providers() -> list[str]:
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+
+
+def gpu_layers() -> int:
+    """Offload every layer when llama.cpp was built with a GPU backend, else none."""
+    import llama_cpp
+
+    supports = getattr(llama_cpp, "llama_supports_gpu_offload", None)
+    return 999 if supports is not None and supports() else 0
+
+
+class ExportedRuntime(Runtime):
+    name = "exported"
+
+    def __init__(
+        self,
+        bundle: str | Path,
+        vision: str | None = None,
+        lm: str | None = None,
+        threads: int | None = None,
+        context_length: int | None = None,
+        profile: str | None = None,
+        memory_budget_mb: float | None = None,
+        verify: bool | str = True,
+    ) -> None:
+        super().__init__()
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        self.bundle = Path(bundle)
+        prof = get_profile(profile or "default")
+        self.manifest = manifest = load_manifest(
+            self.bundle, verify=str(verify).lower() not in ("0", "false", "no")
+        )
+        self.vision_name = choose(
+            manifest["vision"],
+            vision or (prof.vision if profile else None),
+            () if vision else prof.vision_fallbacks,
+            VISION_PREFERENCE,
+            "vision precision",
+        )
+        self.lm_name = choose(
+            manifest["lm"], lm or prof.lm, () if lm else prof.lm_fallbacks, LM_PREFERENCE, "LM precision"
+        )
+        model = manifest["model"]
+        self.context_length = int(context_length or prof.context_length or model["context_length"])
+        self.threads = threads or prof.threads
+        if memory_budget_mb is not None:
+            estimate = estimate_memory(
+                self.bundle,
+                manifest,
+                self.vision_name,
+                self.lm_name,
+                self.context_length,
+                float(memory_budget_mb),
+            )
+            if not estimate.fits:
+                raise BundleError(f"{self.bundle}: {estimate.describe()}")
+        self.template = get_template(manifest["template"]["name"])
+        self.image_processor = ImageProcessor.from_config(manifest["image"])
+        self.num_image_tokens = int(model["image_tokens"])
+        tokens = manifest["special_tokens"]
+        self.stop_ids = frozenset(int(tokens[k]) for k in ("stop", "eos") if tokens.get(k) is not None)
+        self.tokenizer = Tokenizer.from_file(str(self.bundle / manifest["tokenizer"]["file"]))
+        self.special_ids = frozenset(
+            i for i, t in self.tokenizer.get_added_tokens_decoder().items() if t.special
+        )
+
+        options = ort.SessionOptions()
+        if self.threads:
+            options.intra_op_num_threads = int(self.threads)
+        vision_file = self.bundle / manifest["vision"][self.vision_name]["file"]
+        self._vision = ort.InferenceSession(str(vision_file), options, providers=onnx_providers())
+        self._vision_input = self._vision.get_inputs()[0].name
+        width = self._vision.get_outputs()[0].shape[-1]
+        self._lm = LlamaSession(
+            self.bundle / manifest["lm"][self.lm_name]["file"],
+            n_ctx=self.context_length,
+            n_threads=self.threads,
+            n_gpu_layers=gpu_layers(),
+            n_batch=max(512, self.num_image_tokens),
+            kv_type="f32" if self.lm_name == "f32" else "f16",
+        )
+        if self._lm.n_embd != int(model["embedding_width"]) or (
+            isinstance(width, int) and width != self._lm.n_embd
+        ):
+            raise BundleError(
+                f"{self.bundle}: the vision encoder gives {width}-wide features but the LM takes {self._lm.n_embd}: "
+                "files from different models"
+            )
+
+    def identity(self) -> dict[str, Any]:
+        return {
+            "runtime": self.name,
+            "bundle": str(self.bundle),
+            "manifest_sha256": self.manifest.get("_sha256"),
+            "model_id": self.manifest["model"]["id"],
+            "vision": self.vision_name,
+            "lm": self.lm_name,
+            "threads": self._lm.n_threads,
+            "context_length": self.context_length,
+        }
+
+    def close(self) -> None:
+        self._lm.close()
+
+    def _encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        (features,) = self._vision.run(None, {self._vision_input: pixels.astype(np.float32)})
+        return np.asarray(features, dtype=np.float32)
+
+    def _truncate(self, n: int) -> None:
+        if n == 0:
+            self._lm.reset()
+        else:
+            self._lm.truncate(n)
+
+    def _eval_tokens(self, ids: list[int]) -> np.ndarray:
+        self._lm.eval_tokens(ids)
+        return self._lm.logits()
+
+    def _eval_embeddings(self, embeddings: np.ndarray) -> np.ndarray:
+        self._lm.eval_embeddings(np.ascontiguousarray(embeddings, dtype=np.float32))
+        return self._lm.logits()
