@@ -10,6 +10,13 @@ Configuration: arguments, else the environment variables ``IMP_JUDGE_BASE_URL`` 
 ``https://api.openai.com/v1`` or a local ``http://127.0.0.1:8080/v1`` llama.cpp / vLLM server),
 ``IMP_JUDGE_MODEL`` and ``IMP_JUDGE_API_KEY`` (optional for local servers). With no base URL or model,
 :meth:`MMVetJudge.from_env` returns ``None`` and MM-Vet results are "ungraded".
+
+Offline, :class:`ExactMatchJudge` gives MM-Vet a number without any endpoint: 1.0 when the normalized
+prediction equals one ``<OR>`` alternative of the ground truth (an alternative joined by ``<AND>`` needs
+every part present), else 0.0. It is *not* the official GPT-4 judge and says so in its identity; it is
+meant for the synthetic suite and for comparing runtimes, not for published numbers. Choose it with
+``MMVet(judge="exact")`` or ``IMP_JUDGE=exact`` (which wins over the ``IMP_JUDGE_*`` endpoint);
+:func:`judge_from_env` resolves the environment.
 """
 
 from __future__ import annotations
@@ -21,7 +28,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from benchmarks.base import BenchmarkError
+from benchmarks.normalize import evalai_process
 
+ENV_JUDGE = "IMP_JUDGE"  # "exact": the offline exact-match grader
 ENV_BASE_URL = "IMP_JUDGE_BASE_URL"
 ENV_MODEL = "IMP_JUDGE_MODEL"
 ENV_API_KEY = "IMP_JUDGE_API_KEY"
@@ -32,6 +41,11 @@ MAX_TOKENS = 3
 MAX_ATTEMPTS = 5  # replies that fail to parse before the score is 0
 TEMPERATURE_STEP = 0.5
 RETRY_SUFFIX = "\nPredict the correctness of the answer (digit): "
+
+EXACT_JUDGE = "exact"  # the name that selects ExactMatchJudge (MMVet(judge=...), IMP_JUDGE)
+EXACT_JUDGE_MODEL = "exact-match"
+EXACT_JUDGE_BASE_URL = "offline"
+EXACT_JUDGE_DESCRIPTION = "offline exact-match grader, not the official GPT-4 judge"
 
 _MEME_TRUTH = (
     "This meme is poking fun at the fact that the names of the countries Iceland and Greenland are "
@@ -223,3 +237,108 @@ class MMVetJudge:
 
     def __repr__(self) -> str:
         return f"MMVetJudge(base_url={self.base_url!r}, model={self.model!r})"
+
+
+# ----------------------------------------------------------------------------------------------
+# The offline exact-match grader
+# ----------------------------------------------------------------------------------------------
+
+
+def _words(text: str) -> list[str]:
+    return evalai_process(text).split()
+
+
+def _contains(haystack: list[str], needle: list[str]) -> bool:
+    """Whether ``needle`` occurs in ``haystack`` as a run of whole words."""
+    n = len(needle)
+    return n > 0 and any(haystack[i : i + n] == needle for i in range(len(haystack) - n + 1))
+
+
+def exact_match_score(ground_truth: str, prediction: str) -> float:
+    """1.0 when ``prediction`` matches one ``<OR>`` alternative of ``ground_truth``, else 0.0.
+
+    Both sides go through the EvalAI answer processor (lower case, punctuation, articles, number words:
+    "Three." matches "3"). A plain alternative must equal the whole prediction; an alternative with
+    ``<AND>`` matches when every part occurs in the prediction as whole words.
+    """
+    predicted = _words(prediction)
+    for alternative in ground_truth.split("<OR>"):
+        parts = [_words(part) for part in alternative.split("<AND>")]
+        parts = [p for p in parts if p]
+        if not parts:
+            continue
+        if len(parts) == 1 and "<AND>" not in alternative:
+            if predicted == parts[0]:
+                return 1.0
+        elif all(_contains(predicted, part) for part in parts):
+            return 1.0
+    return 0.0
+
+
+class ExactMatchJudge:
+    """Grades MM-Vet answers offline by exact match (see :func:`exact_match_score`); no LLM involved.
+
+    Same interface as :class:`MMVetJudge` (``grade`` / ``identity`` / ``close``). Its identity names it
+    as the offline exact-match grader, so results can never pass for the official judge's.
+    """
+
+    model = EXACT_JUDGE_MODEL
+    base_url = EXACT_JUDGE_BASE_URL
+
+    def __init__(self) -> None:
+        self.requests = 0  # grades given (no request leaves the machine)
+
+    def identity(self) -> dict:
+        return {
+            "judge": EXACT_JUDGE,
+            "description": EXACT_JUDGE_DESCRIPTION,
+            "offline": True,
+            "base_url": EXACT_JUDGE_BASE_URL,
+            "model": EXACT_JUDGE_MODEL,
+            "response_models": [],
+            "official_model": OFFICIAL_JUDGE_MODEL,
+            "is_official_model": False,
+            "rule": (
+                "1.0 iff the EvalAI-normalized prediction equals a <OR> alternative of the ground truth "
+                "(an <AND> alternative: every part present as whole words), else 0.0"
+            ),
+            "requests": self.requests,
+        }
+
+    def grade(self, question: str, ground_truth: str, prediction: str) -> JudgeGrade:
+        self.requests += 1
+        score = exact_match_score(ground_truth, prediction)
+        return JudgeGrade(score, f"{score:.1f}", 1, EXACT_JUDGE_MODEL)
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> ExactMatchJudge:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return "ExactMatchJudge()"
+
+
+Judge = MMVetJudge | ExactMatchJudge
+
+
+def make_judge(name: str) -> ExactMatchJudge:
+    """The judge called ``name`` (only ``"exact"``: LLM judges need an endpoint, see MMVetJudge)."""
+    if name.strip().lower() == EXACT_JUDGE:
+        return ExactMatchJudge()
+    raise JudgeError(
+        f"unknown MM-Vet judge {name!r}: use {EXACT_JUDGE!r}, "
+        f"or an LLM endpoint via {ENV_BASE_URL} + {ENV_MODEL}"
+    )
+
+
+def judge_from_env() -> Judge | None:
+    """``IMP_JUDGE=exact`` -> :class:`ExactMatchJudge`; else :meth:`MMVetJudge.from_env` (maybe ``None``)."""
+    name = os.environ.get(ENV_JUDGE, "").strip()
+    if name:
+        return make_judge(name)
+    return MMVetJudge.from_env()

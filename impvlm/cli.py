@@ -15,14 +15,30 @@ import sys
 
 # name -> (module with configure/run, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
+    "pipeline": (
+        "benchmarks.cli_pipeline",
+        "the offline end-to-end job: data, train, merge, export, benchmark, report",
+    ),
     "presets": ("impvlm.commands.presets", "list the model presets and build one to check it"),
     "chat": (
         "runtimes.cli_chat",
         "ask a checkpoint or an exported bundle about an image (one-shot or interactive)",
     ),
-    "bench": ("benchmarks.cli", "run the nine-benchmark suite on a runtime (resumable); re-score or merge runs"),
-    "compare": ("benchmarks.cli_compare", "compare runs across runtimes and quants: deltas, agreement, verdict"),
+    "bench": (
+        "benchmarks.cli",
+        "run the nine-benchmark suite on a runtime (resumable); re-score or merge runs",
+    ),
+    "compare": (
+        "benchmarks.cli_compare",
+        "compare runs across runtimes and quants: deltas, agreement, verdict",
+    ),
+    "bench-data": (
+        "benchmarks.cli_synth",
+        "write the synthetic nine-benchmark suite in the real file formats",
+    ),
     "synth": ("impvlm.commands.synth", "generate the offline synthetic shapes world and its tokenizer"),
+    "train": ("impvlm.commands.train", "train a stage (or a chain of stages) from a recipe"),
+    "merge": ("impvlm.commands.merge", "fold LoRA and projector stage outputs into one checkpoint"),
     "export": ("export.cli", "export a checkpoint to a bundle: ONNX vision encoder + GGUF LM + manifest"),
     "info": ("export.cli_info", "describe an export bundle and verify its files"),
 }

@@ -9,12 +9,13 @@ when the installed packages offer them, never required.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from export.bundle import load_manifest
 
+from export.bundle import MANIFEST_FILE, load_manifest
 from export.llama_session import LlamaSession
 from impvlm.errors import BundleError
 from impvlm.image_processing import ImageProcessor
@@ -72,6 +73,7 @@ class ExportedRuntime(Runtime):
             manifest["lm"], lm or prof.lm, () if lm else prof.lm_fallbacks, LM_PREFERENCE, "LM precision"
         )
         model = manifest["model"]
+        self._manifest_sha256 = hashlib.sha256((self.bundle / MANIFEST_FILE).read_bytes()).hexdigest()
         self.context_length = int(context_length or prof.context_length or model["context_length"])
         self.threads = threads or prof.threads
         if memory_budget_mb is not None:
@@ -88,9 +90,9 @@ class ExportedRuntime(Runtime):
         self.template = get_template(manifest["template"]["name"])
         self.image_processor = ImageProcessor.from_config(manifest["image"])
         self.num_image_tokens = int(model["image_tokens"])
-        tokens = manifest["special_tokens"]
+        tokens = manifest["tokens"]
         self.stop_ids = frozenset(int(tokens[k]) for k in ("stop", "eos") if tokens.get(k) is not None)
-        self.tokenizer = Tokenizer.from_file(str(self.bundle / manifest["tokenizer"]["file"]))
+        self.tokenizer = Tokenizer.from_file(str(self.bundle / manifest["tokenizer"] / "tokenizer.json"))
         self.special_ids = frozenset(
             i for i, t in self.tokenizer.get_added_tokens_decoder().items() if t.special
         )
@@ -122,7 +124,7 @@ class ExportedRuntime(Runtime):
         return {
             "runtime": self.name,
             "bundle": str(self.bundle),
-            "manifest_sha256": self.manifest.get("_sha256"),
+            "manifest_sha256": self._manifest_sha256,
             "model_id": self.manifest["model"]["id"],
             "vision": self.vision_name,
             "lm": self.lm_name,

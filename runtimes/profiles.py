@@ -119,8 +119,19 @@ def estimate_memory(
     context_length: int,
     budget_mb: float | None = None,
 ) -> MemoryEstimate:
-    """Weights (file sizes) + f16 KV cache for the context + a fixed runtime overhead."""
-    sizes = manifest["vision"][vision]["bytes"] + manifest["lm"][lm]["bytes"]
-    model = manifest["model"]
-    kv = 2 * model["num_layers"] * context_length * model["embedding_width"] * 2  # K and V, f16
-    return MemoryEstimate(sizes / 2**20, kv / 2**20, 150.0, budget_mb)
+    """Weights (file sizes) + f16 KV cache for the context + a fixed runtime overhead.
+
+    Reads only the manifest and the GGUF header (memory-mapped), so it runs before loading.
+    """
+    from pathlib import Path
+
+    import gguf
+
+    files = manifest["files"]
+    vision_file, lm_file = manifest["vision"][vision]["file"], manifest["lm"][lm]["file"]
+    weights = files[vision_file]["bytes"] + files[lm_file]["bytes"]
+    reader = gguf.GGUFReader(Path(bundle_dir) / lm_file)
+    arch = bytes(reader.fields[gguf.Keys.General.ARCHITECTURE].parts[-1]).decode()
+    layers = int(reader.fields[gguf.Keys.LLM.BLOCK_COUNT.format(arch=arch)].parts[-1][0])
+    kv = 2 * layers * context_length * manifest["model"]["embedding_width"] * 2  # K and V, f16
+    return MemoryEstimate(weights / 2**20, kv / 2**20, 150.0, budget_mb)

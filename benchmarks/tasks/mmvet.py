@@ -10,10 +10,12 @@ Layout under ``root`` (LLaVA's ``playground/data/eval``)::
 Grading (MM-Vet's evaluator) goes through :class:`benchmarks.mmvet_judge.MMVetJudge`: the judge sees
 the ground-truth question, the answer (``<AND>`` / ``<OR>`` spaced out) and the prediction; total =
 100 x mean score, plus a mean per capability (rec, ocr, know, gen, spat, math) and per capability
-combination. The judge identity is recorded in ``info["judge"]``. With no judge configured (see
-:mod:`benchmarks.mmvet_judge`), the result is "ungraded": headline ``None``, answers kept in the
-samples. :meth:`MMVet.write_submission` writes ``mmvet_results.json`` (``{"v1_<id>": answer}``), the
-input of the official evaluator.
+combination. The judge identity is recorded in ``info["judge"]``. ``MMVet(judge="exact")`` or the
+environment variable ``IMP_JUDGE=exact`` select the offline exact-match grader
+(:class:`benchmarks.mmvet_judge.ExactMatchJudge`, not the official GPT-4 judge: its scores are not
+comparable with published ones). With no judge configured (see :mod:`benchmarks.mmvet_judge`), the
+result is "ungraded": headline ``None``, answers kept in the samples. :meth:`MMVet.write_submission`
+writes ``mmvet_results.json`` (``{"v1_<id>": answer}``), the input of the official evaluator.
 
 Grades can be cached in a JSON file (``cache_path``): an entry is reused only for the same
 prediction, judge model and endpoint, so re-scoring never re-asks the judge needlessly.
@@ -37,7 +39,15 @@ from benchmarks.base import (
     read_json,
     write_json,
 )
-from benchmarks.mmvet_judge import ENV_BASE_URL, ENV_MODEL, MMVetJudge
+from benchmarks.mmvet_judge import (
+    ENV_BASE_URL,
+    ENV_JUDGE,
+    ENV_MODEL,
+    EXACT_JUDGE,
+    Judge,
+    judge_from_env,
+    make_judge,
+)
 
 FOLDER = "mm-vet"
 QUESTION_FILE = "llava-mm-vet.jsonl"
@@ -57,9 +67,9 @@ class MMVet(Benchmark):
     headline_name = "total"
 
     def __init__(
-        self, judge: MMVetJudge | None = None, *, use_env: bool = True, cache_path: Path | None = None
+        self, judge: Judge | str | None = None, *, use_env: bool = True, cache_path: Path | None = None
     ):
-        self.judge = judge
+        self.judge = make_judge(judge) if isinstance(judge, str) else judge
         self.use_env = use_env
         self.cache_path = Path(cache_path) if cache_path else None
 
@@ -69,9 +79,9 @@ class MMVet(Benchmark):
     def image_dir(self, root: Path) -> Path:
         return Path(root) / FOLDER / IMAGE_DIR
 
-    def _judge(self) -> MMVetJudge | None:
+    def _judge(self) -> Judge | None:
         if self.judge is None and self.use_env:
-            self.judge = MMVetJudge.from_env()
+            self.judge = judge_from_env()
         return self.judge
 
     def _load_cache(self) -> dict:
@@ -87,7 +97,8 @@ class MMVet(Benchmark):
         if judge is None:
             samples = [SampleScore(q.qid, answers.get(q.qid), None) for q in questions]
             note = (
-                f"ungraded: no MM-Vet judge configured (set {ENV_BASE_URL} and {ENV_MODEL}); "
+                f"ungraded: no MM-Vet judge configured (set {ENV_BASE_URL} and {ENV_MODEL}, "
+                f"or {ENV_JUDGE}={EXACT_JUDGE} for the offline exact-match grader); "
                 "answers kept, write_submission gives the official grader's input"
             )
             return BenchmarkResult(self.name, self.headline_name, None, {}, samples, note, STATUS_UNGRADED)
@@ -141,7 +152,10 @@ class MMVet(Benchmark):
         metrics.update({f"integration/{c}": 100 * mean(v) for c, v in sorted(per_combo.items())})
         metrics["missing"] = float(missing)
         info = {"judge": judge.identity(), "grades": grades}
-        note = f"graded by {identity['model']} at {identity['base_url']}"
+        if identity.get("offline"):
+            note = f"graded by the {identity['description']}"
+        else:
+            note = f"graded by {identity['model']} at {identity['base_url']}"
         if not identity["is_official_model"]:
             note += f" (official judge: {identity['official_model']}; scores are not comparable)"
         return BenchmarkResult(

@@ -1,0 +1,95 @@
+"""The main job, offline: synthetic world -> train tiny Imp -> merge -> export -> nine benchmarks on
+PyTorch and every exported variant -> cross-runtime accuracy report.
+
+Every stage is cached in the work folder and skipped when its inputs did not change; run the same
+command again after a crash and it resumes. Point it at your own model and data with --checkpoint
+(a merged impvlm or upstream Imp checkpoint: skips the synthetic and training stages) and
+--bench-data (LLaVA's playground/data/eval folder).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.add_argument(
+        "--work", default="work", help="work folder for every stage's outputs (default: work)"
+    )
+    parser.add_argument("--checkpoint", help="your own merged checkpoint (skips synthetic data and training)")
+    parser.add_argument("--data", help="your own training folder (LLaVA JSON + images + tokenizer/)")
+    parser.add_argument("--bench-data", help="your own benchmark folder (LLaVA playground/data/eval layout)")
+    parser.add_argument(
+        "--train-images", type=int, default=3000, help="synthetic training images (default 3000)"
+    )
+    parser.add_argument(
+        "--bench-images", type=int, default=20, help="images per synthetic benchmark (default 20)"
+    )
+    parser.add_argument("--gguf", default="f16,q8_0,q4_k_m", help="GGUF precisions to export and benchmark")
+    parser.add_argument("--onnx", default="fp32,int8", help="ONNX vision precisions to export and benchmark")
+    parser.add_argument("--benchmarks", default="vqav2,gqa,vizwiz,sqa,textvqa,pope,mme,mmbench,mmvet")
+    parser.add_argument("--limit", type=int, help="first N questions per benchmark")
+    parser.add_argument("--max-new-tokens", type=int, default=32, help="answer length cap (default 32)")
+    parser.add_argument("--threads", type=int, help="CPU threads for the runtimes")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="training override for every recipe (e.g. --set max_steps=50)",
+    )
+    parser.add_argument(
+        "--strict", action="store_true", help="exit 1 when the report says accuracy did not hold"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def run(args: argparse.Namespace) -> int:
+    from benchmarks.base import BenchmarkError
+    from impvlm.errors import ImpError
+
+    try:
+        return _run(args)
+    except BenchmarkError as exc:
+        raise ImpError(str(exc)) from None
+
+
+def _run(args: argparse.Namespace) -> int:
+    import os
+    from pathlib import Path
+
+    from benchmarks.pipeline import Pipeline, PipelineConfig
+    from impvlm.errors import ConfigError
+
+    os.environ.setdefault("IMP_JUDGE", "exact")  # offline MM-Vet grading unless a judge is configured
+    overrides = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set {item!r}: use KEY=VALUE")
+        overrides[key] = value
+    config = PipelineConfig(
+        work=Path(args.work),
+        train_images=args.train_images,
+        bench_images=args.bench_images,
+        gguf=tuple(x for x in args.gguf.split(",") if x),
+        onnx=tuple(x for x in args.onnx.split(",") if x),
+        benchmarks=tuple(x for x in args.benchmarks.split(",") if x),
+        limit=args.limit,
+        max_new_tokens=args.max_new_tokens,
+        threads=args.threads,
+        checkpoint=Path(args.checkpoint) if args.checkpoint else None,
+        data=Path(args.data) if args.data else None,
+        bench_data=Path(args.bench_data) if args.bench_data else None,
+        train_overrides=overrides,
+        progress=not args.no_progress,
+    )
+    summary = Pipeline(config).run()
+    report_dir = Path(summary["report"]["report"]).parent
+    print()
+    print((report_dir / "verdict.md").read_text())
+    print(f"report: {summary['report']['report']}")
+    print(f"wall time: {summary['wall_seconds'] / 60:.1f} min")
+    holds = summary["report"]["holds"] == "True"
+    return 1 if args.strict and not holds else 0

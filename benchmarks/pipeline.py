@@ -1,0 +1,286 @@
+"""`imp pipeline`: the offline end-to-end job, one cached stage at a time.
+
+synthetic world -> train the tiny preset (warm-up, stage 1, stage 2 LoRA) -> merge -> export
+(ONNX fp32 + int8, GGUF f16 / q8_0 / q4_k_m) -> the synthetic nine-benchmark suite on PyTorch and on
+every exported variant -> the cross-runtime comparison report.
+
+Every stage writes its outputs under the work folder and a ``.stage.json`` with the fingerprint of
+its inputs (its options and the fingerprints of the stages it reads). A stage whose fingerprint is
+unchanged is skipped; a changed one is redone from scratch; a crashed one resumes (training from
+its last checkpoint, benchmarks from their answer files). With ``--checkpoint`` (and optionally
+``--bench-data``) the same pipeline runs on a user's own model and benchmark folders and skips the
+synthetic stages.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchmarks.base import BENCHMARK_NAMES
+
+STAGE_FILE = ".stage.json"
+
+
+@dataclass
+class PipelineConfig:
+    """Options of the end-to-end pipeline (defaults: the offline synthetic run)."""
+
+    work: Path = Path("work")
+    seed: int = 0
+    train_images: int = 3000
+    eval_images: int = 200
+    bench_images: int = 20
+    recipes: tuple[str, ...] = ("tiny-warmup", "tiny-pretrain", "tiny-lora")
+    train_overrides: dict[str, Any] = field(default_factory=dict)
+    gguf: tuple[str, ...] = ("f16", "q8_0", "q4_k_m")
+    onnx: tuple[str, ...] = ("fp32", "int8")
+    benchmarks: tuple[str, ...] = BENCHMARK_NAMES
+    limit: int | None = None
+    max_new_tokens: int | None = 32
+    threads: int | None = None
+    checkpoint: Path | None = None  # the user's own merged checkpoint: skip synthetic + training
+    data: Path | None = None  # the user's own LLaVA-format training folder (instruct.json etc.)
+    bench_data: Path | None = None  # the user's own playground/data/eval folder
+    progress: bool = True
+
+
+@dataclass
+class StageResult:
+    name: str
+    fingerprint: str
+    outputs: dict[str, str]
+    seconds: float
+    skipped: bool
+
+
+def fingerprint(payload: Any) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class Pipeline:
+    def __init__(self, config: PipelineConfig, log: Callable[[str], None] = print) -> None:
+        self.config = config
+        self.work = Path(config.work)
+        self.log = log
+        self.results: dict[str, StageResult] = {}
+        self.started = time.perf_counter()
+
+    # ------------------------------------------------------------------ stage machinery
+    def stage(
+        self, name: str, inputs: dict[str, Any], build: Callable[[Path], dict[str, str]]
+    ) -> StageResult:
+        folder = self.work / name
+        fp = fingerprint(inputs)
+        marker = folder / STAGE_FILE
+        if marker.exists():
+            done = json.loads(marker.read_text())
+            if done.get("fingerprint") == fp:
+                result = StageResult(name, fp, done["outputs"], done["seconds"], True)
+                self.log(f"[{self._clock()}] {name}: up to date, skipped")
+                self.results[name] = result
+                return result
+            self.log(f"[{self._clock()}] {name}: inputs changed, redoing")
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        pending = folder / ".inputs.json"
+        if pending.exists() and json.loads(pending.read_text()).get("fingerprint") != fp:
+            shutil.rmtree(folder)  # a crashed run with other inputs: its partial work is not ours
+            folder.mkdir(parents=True)
+        pending.write_text(json.dumps({"fingerprint": fp, "inputs": inputs}, default=str, indent=2))
+        self.log(f"[{self._clock()}] {name}: running")
+        start = time.perf_counter()
+        outputs = build(folder)
+        seconds = time.perf_counter() - start
+        marker.write_text(json.dumps({"fingerprint": fp, "outputs": outputs, "seconds": seconds}, indent=2))
+        self.log(f"[{self._clock()}] {name}: done in {seconds:.1f} s")
+        result = StageResult(name, fp, outputs, seconds, False)
+        self.results[name] = result
+        return result
+
+    def _clock(self) -> str:
+        elapsed = int(time.perf_counter() - self.started)
+        return f"{elapsed // 60:02d}:{elapsed % 60:02d}"
+
+    # ------------------------------------------------------------------ stages
+    def run(self) -> dict[str, Any]:
+        c = self.config
+        if c.checkpoint is None:
+            world = self.synthetic_world()
+            checkpoint = self.train_and_merge(world)
+        else:
+            checkpoint = self.stage(
+                "checkpoint",
+                {"path": str(Path(c.checkpoint).resolve())},
+                lambda folder: {"checkpoint": str(Path(c.checkpoint).resolve())},
+            )
+        bench_data = self.bench_data()
+        bundle = self.export(checkpoint)
+        runs = self.benchmarks(checkpoint, bundle, bench_data)
+        report = self.compare(runs)
+        summary = {
+            "wall_seconds": time.perf_counter() - self.started,
+            "stages": {k: asdict(v) for k, v in self.results.items()},
+            "report": report.outputs,
+        }
+        (self.work / "pipeline.json").write_text(json.dumps(summary, indent=2))
+        return summary
+
+    def synthetic_world(self) -> StageResult:
+        c = self.config
+        if c.data is not None:
+            return self.stage(
+                "data",
+                {"path": str(Path(c.data).resolve())},
+                lambda folder: {
+                    "root": str(Path(c.data).resolve()),
+                    "tokenizer": str(Path(c.data).resolve() / "tokenizer"),
+                },
+            )
+
+        def build(folder: Path) -> dict[str, str]:
+            from impvlm.data.synthetic import WorldConfig, generate_dataset
+            from impvlm.tokenizer import build_corpus, train_tokenizer
+
+            generate_dataset(
+                folder, c.train_images, c.eval_images, WorldConfig(seed=c.seed), progress=c.progress
+            )
+            train_tokenizer(build_corpus(folder), 1024, folder / "tokenizer")
+            return {"root": str(folder), "tokenizer": str(folder / "tokenizer")}
+
+        return self.stage(
+            "synthetic", {"seed": c.seed, "train": c.train_images, "eval": c.eval_images}, build
+        )
+
+    def train_and_merge(self, world: StageResult) -> StageResult:
+        from impvlm.train import run_training
+        from impvlm.train.merge import merge_checkpoint
+
+        c = self.config
+        base: str | None = None
+        previous = world.fingerprint
+        stage_dirs: list[str] = []
+        for recipe in c.recipes:
+            overrides = {
+                **c.train_overrides,
+                "data_root": world.outputs["root"],
+                "tokenizer": world.outputs["tokenizer"],
+            }
+            if base is not None:
+                overrides["base"] = base
+
+            def build(
+                folder: Path, recipe: str = recipe, overrides: dict[str, Any] = overrides
+            ) -> dict[str, str]:
+                out = run_training(recipe, folder / "run", overrides, resume=True)
+                return {"output": str(out)}
+
+            result = self.stage(
+                f"train-{recipe}", {"recipe": recipe, "overrides": overrides, "after": previous}, build
+            )
+            base = result.outputs["output"]
+            previous = result.fingerprint
+            stage_dirs.append(base)
+
+        def merge(folder: Path) -> dict[str, str]:
+            out = merge_checkpoint(stage_dirs[-1], folder / "checkpoint")
+            return {"checkpoint": str(out)}
+
+        merged = self.stage("merge", {"after": previous}, merge)
+        self._held_out_accuracy(merged, world)
+        return merged
+
+    def _held_out_accuracy(self, merged: StageResult, world: StageResult) -> None:
+        from impvlm.train.evaluate import exact_accuracy
+
+        marker = self.work / "merge" / "held_out_accuracy.json"
+        if marker.exists():
+            return
+        root = Path(world.outputs["root"])
+        result = exact_accuracy(merged.outputs["checkpoint"], root / "eval.json", root)
+        marker.write_text(json.dumps(result, indent=2))
+        self.log(f"held-out exact-answer accuracy of the trained model: {json.dumps(result)}")
+
+    def bench_data(self) -> StageResult:
+        c = self.config
+        if c.bench_data is not None:
+            path = str(Path(c.bench_data).resolve())
+            return self.stage("bench-data", {"path": path}, lambda folder: {"root": path})
+
+        def build(folder: Path) -> dict[str, str]:
+            from benchmarks.synthetic import write_synthetic_suite
+
+            write_synthetic_suite(folder / "eval", c.bench_images, seed=c.seed + 1234, progress=c.progress)
+            return {"root": str(folder / "eval")}
+
+        return self.stage("bench-data", {"images": c.bench_images, "seed": c.seed}, build)
+
+    def export(self, checkpoint: StageResult) -> StageResult:
+        from export.bundle import export_bundle
+
+        c = self.config
+
+        def build(folder: Path) -> dict[str, str]:
+            export_bundle(
+                Path(checkpoint.outputs["checkpoint"]),
+                folder / "bundle",
+                gguf=list(c.gguf),
+                onnx=list(c.onnx),
+                threads=c.threads,
+            )
+            return {"bundle": str(folder / "bundle")}
+
+        return self.stage("export", {"gguf": c.gguf, "onnx": c.onnx, "after": checkpoint.fingerprint}, build)
+
+    def variants(self) -> list[tuple[str, str]]:
+        return [(lm, vision) for lm in self.config.gguf for vision in self.config.onnx]
+
+    def benchmarks(
+        self, checkpoint: StageResult, bundle: StageResult, data: StageResult
+    ) -> list[StageResult]:
+        from benchmarks.runner import BenchmarkRunOptions, run_suite
+        from runtimes.loader import load_runtime
+
+        c = self.config
+        options = BenchmarkRunOptions(limit=c.limit, max_new_tokens=c.max_new_tokens, progress=c.progress)
+        specs = [("torch", f"torch:{checkpoint.outputs['checkpoint']}", {})]
+        specs += [
+            (f"{lm}+{vision}", f"exported:{bundle.outputs['bundle']}", {"lm": lm, "vision": vision})
+            for lm, vision in self.variants()
+        ]
+        runs = []
+        for label, spec, opts in specs:
+            after = checkpoint.fingerprint if label == "torch" else bundle.fingerprint
+
+            def build(folder: Path, spec: str = spec, opts: dict[str, Any] = opts) -> dict[str, str]:
+                with load_runtime(spec, threads=c.threads, **opts) as runtime:
+                    run_suite(runtime, c.benchmarks, Path(data.outputs["root"]), folder, options)
+                return {"run": str(folder)}
+
+            inputs = {
+                "spec": label,
+                "after": after,
+                "data": data.fingerprint,
+                "benchmarks": c.benchmarks,
+                "limit": c.limit,
+                "max_new_tokens": c.max_new_tokens,
+            }
+            runs.append(self.stage(f"runs/{label}", inputs, build))
+        return runs
+
+    def compare(self, runs: list[StageResult]) -> StageResult:
+        from benchmarks.compare import compare_runs, verdict_table, write_report
+
+        def build(folder: Path) -> dict[str, str]:
+            report = compare_runs(Path(runs[0].outputs["run"]), [Path(r.outputs["run"]) for r in runs[1:]])
+            paths = write_report(report, folder)
+            (folder / "verdict.md").write_text(verdict_table(report) + "\n")
+            return {"report": str(paths["md"]), "holds": str(report["holds"])}
+
+        return self.stage("report", {"runs": [r.fingerprint for r in runs]}, build)
