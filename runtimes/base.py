@@ -206,14 +206,17 @@ class Runtime(ABC):
         stop: Sequence[str] | None = None,
         on_text: Callable[[str], None] | None = None,
         reuse: bool = True,
+        ignore_stop: bool = False,
     ) -> Generation:
         """Answer ``prompt`` about ``images``; greedy unless ``sampling`` says otherwise.
 
         ``on_text`` receives the answer incrementally (streaming). With ``reuse`` the KV cache of
         the longest prefix shared with the previous call and the features of images seen before
         are kept; without it everything is recomputed (one question at a time, nothing reused).
+        ``ignore_stop`` keeps decoding past the stop token, to exactly ``max_new_tokens`` tokens
+        (speed benchmarks time a fixed token count).
         """
-        steps = self.iter_generate(images, prompt, max_new_tokens, sampling, stop, reuse)
+        steps = self.iter_generate(images, prompt, max_new_tokens, sampling, stop, reuse, ignore_stop)
         while True:
             try:
                 chunk = next(steps)
@@ -236,6 +239,7 @@ class Runtime(ABC):
         sampling: SamplingConfig | None = None,
         stop: Sequence[str] | None = None,
         reuse: bool = True,
+        ignore_stop: bool = False,
     ) -> Generator[str, None, Generation]:
         """The generation loop as a generator of text chunks; its return value is the result."""
         sampling = sampling or SamplingConfig()
@@ -284,7 +288,7 @@ class Runtime(ABC):
             token = sample_next(logits, sampling, rng)
             if step == 0:
                 timings.ttft_s = time.perf_counter() - start
-            if token in self.stop_ids:
+            if token in self.stop_ids and not ignore_stop:
                 finish = "stop"
                 break
             new_ids.append(token)

@@ -74,7 +74,7 @@ class ExportedRuntime(Runtime):
         )
         model = manifest["model"]
         self._manifest_sha256 = hashlib.sha256((self.bundle / MANIFEST_FILE).read_bytes()).hexdigest()
-        self.context_length = int(context_length or prof.context_length or model["context_length"])
+        self.context_length = int(context_length or min(prof.context_length or 1 << 30, model["context_length"]))
         self.threads = threads or prof.threads
         if memory_budget_mb is not None:
             estimate = estimate_memory(
@@ -101,11 +101,15 @@ class ExportedRuntime(Runtime):
         if self.threads:
             options.intra_op_num_threads = int(self.threads)
         vision_file = self.bundle / manifest["vision"][self.vision_name]["file"]
+        lm_file = self.bundle / manifest["lm"][self.lm_name]["file"]
+        for needed in (vision_file, lm_file):
+            if not needed.is_file():
+                raise BundleError(f"{self.bundle}: {needed.relative_to(self.bundle)} is missing")
         self._vision = ort.InferenceSession(str(vision_file), options, providers=onnx_providers())
         self._vision_input = self._vision.get_inputs()[0].name
         width = self._vision.get_outputs()[0].shape[-1]
         self._lm = LlamaSession(
-            self.bundle / manifest["lm"][self.lm_name]["file"],
+            lm_file,
             n_ctx=self.context_length,
             n_threads=self.threads,
             n_gpu_layers=gpu_layers(),

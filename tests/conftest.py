@@ -46,3 +46,13 @@ def tiny_checkpoint(tmp_path_factory, synthetic_world):
     torch.manual_seed(0)
     model = ImpForCausalLM(build_config("imp-tiny", tokenizer=tokenizer)).eval()
     return save_checkpoint(model, tokenizer, tmp_path_factory.mktemp("ckpt") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory, tiny_checkpoint):
+    """The tiny checkpoint exported: GGUF f32 / f16 / q8_0 / q4_k_m, ONNX fp32 / fp16 / int8."""
+    from export.bundle import export_bundle
+
+    out = tmp_path_factory.mktemp("bundle") / "tiny"
+    export_bundle(tiny_checkpoint, out, gguf=["f32", "f16", "q8_0", "q4_k_m"], onnx=["fp32", "fp16", "int8"])
+    return out

@@ -1,0 +1,97 @@
+"""Describe an export bundle: model, template, tokens, preprocessing, files and their checks.
+
+The files' sha256 are verified unless --no-verify; a changed or missing file is an error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("bundle", metavar="BUNDLE", help="bundle folder written by `imp export`")
+    parser.add_argument("--no-verify", action="store_true", help="do not hash the files (faster)")
+    parser.add_argument("--json", action="store_true", help="print manifest.json as is")
+
+
+def run(args: argparse.Namespace) -> int:
+    from export.bundle import load_manifest
+
+    manifest = load_manifest(args.bundle, verify=not args.no_verify)
+    if args.json:
+        print(json.dumps(manifest, indent=2, ensure_ascii=False))
+    else:
+        print(describe(manifest, verified=not args.no_verify))
+    return 0
+
+
+def describe(m: dict[str, Any], verified: bool = True) -> str:
+    """The manifest in human form."""
+    from export.bundle import iter_artifacts
+
+    model, tokens, image, tpl = m["model"], m["tokens"], m["image"], m["template"]
+    src = m["source"]
+    lines = [
+        f"{m['format']} v{m['format_version']}, created {m.get('created') or '?'}"
+        + ("  (all files verified)" if verified else "  (files not verified)"),
+        f"model      {model['id']}: {model['language_model']} LM + {model['vision_tower']} + "
+        f"{model['projector']} projector",
+        f"           embedding width {model['embedding_width']}, vision width {model['vision_width']}, "
+        f"{model['image_tokens']} image tokens, vocab {model['vocab_size']}, context {model['context_length']}",
+        f"source     {src['checkpoint']} ({src['layout']} layout, sha256 {src['checkpoint_sha256'][:16]}…)",
+        f"template   {tpl['name']}: roles {' / '.join(tpl['roles'])}, sep {tpl['sep']!r}, "
+        f"sep2 {tpl['sep2']!r}, stop {tpl['stop_str']!r}",
+        f"           prompt {tpl['question_prompt']!r}",
+        f"tokens     image {tokens['image']}, eos {tokens['eos']}, stop {tokens['stop']}, "
+        f"pad {tokens['pad']}, bos {tokens['bos']}",
+        f"image      {image['size']}x{image['size']} {image['aspect_ratio']}, {image.get('resample', '?')}, "
+        f"mean {_floats(image['mean'])}, std {_floats(image['std'])}",
+        f"tokenizer  {m['tokenizer']}/",
+        "artifacts",
+    ]
+    files = m["files"]
+    for kind, precision, entry in iter_artifacts(m):
+        size = sum(files[f]["bytes"] for f in [entry["file"], *entry.get("extra_files", [])])
+        lines.append(
+            f"  {kind:6} {precision:7} {entry['file']:32} {format_size(size):>9}  "
+            f"{parity_text(kind, entry.get('validation'))}"
+        )
+    total = sum(f["bytes"] for f in files.values())
+    lines.append(f"files      {len(files)}, {format_size(total)}")
+    tools = ", ".join(f"{k} {v}" for k, v in m["tools"].items() if v)
+    lines.append(f"tools      {tools}")
+    return "\n".join(lines)
+
+
+def parity_text(kind: str, validation: dict[str, Any] | None) -> str:
+    if not validation:
+        return "not validated"
+    if kind == "mmproj":  # issue 7
+        from export.mmproj import describe_validation
+
+        return describe_validation(validation)
+    if kind == "vision":
+        return (
+            f"cos min {validation['min_cos']:.6f} mean {validation['mean_cos']:.6f}, "
+            f"max abs err {validation['max_abs_err']:.2g}"
+        )
+    verdict, logits, greedy = validation["verdict"], validation["logits"], validation["greedy"]
+    return (
+        f"rel logit err {verdict['relative_logit_error']:.2g}, mean KL {verdict['mean_kl']:.2g}, "
+        f"top-1 {logits['top1_agreement']:.3f}, greedy exact {greedy['exact_match']:.2f}"
+    )
+
+
+def format_size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KB", "MB"):
+        if size < 1024:
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.2f} GB"
+
+
+def _floats(values: list[float]) -> str:
+    return "[" + ", ".join(f"{v:.4g}" for v in values) + "]"

@@ -1,0 +1,355 @@
+"""Export bundles end to end on tiny models: files, manifest, tamper / wrong-model refusal, atomicity."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from export import onnx_vision
+from export.bundle import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    MANIFEST_FILE,
+    TemplateInfo,
+    export_bundle,
+    judge_lm,
+    lm_gate,
+    load_manifest,
+    verify_bundle_matches,
+)
+from export.errors import ExportError
+from export.onnx_vision import ParityThreshold
+from impvlm import ImpForCausalLM, build_config
+from impvlm.checkpoint import checkpoint_hash, save_checkpoint
+from impvlm.cli import main
+from impvlm.errors import BundleError
+from impvlm.image_processing import ImageProcessor
+from impvlm.templates import get_template
+from impvlm.tokenizer import SYSTEM_PROMPT, train_tokenizer
+
+HAS_LLAMA_CPP = importlib.util.find_spec("llama_cpp") is not None
+needs_llama_cpp = pytest.mark.skipif(
+    not HAS_LLAMA_CPP, reason="llama-cpp-python is not installed (GGUF quantization and validation)"
+)
+TEXTS = [
+    SYSTEM_PROMPT,
+    "USER: What colour is the shape on the left? ASSISTANT: red</s>",
+    "a red circle on the left and a blue square at the top.",
+    "How many shapes are there? Describe the image concisely.",
+] * 3
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory):
+    return train_tokenizer(TEXTS, 400, tmp_path_factory.mktemp("tok"))
+
+
+def make_checkpoint(tokenizer, folder: Path, preset: str = "imp-tiny", seed: int = 0) -> Path:
+    torch.manual_seed(seed)
+    model = ImpForCausalLM(build_config(preset, tokenizer=tokenizer)).eval()
+    return save_checkpoint(model, tokenizer, folder)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tokenizer, tmp_path_factory):
+    return make_checkpoint(tokenizer, tmp_path_factory.mktemp("ckpt") / "imp-tiny")
+
+
+@pytest.fixture(scope="module")
+def onnx_bundle(checkpoint, tmp_path_factory):
+    """Vision fp32 + int8 and an unvalidated f16 GGUF: needs no llama.cpp."""
+    out = tmp_path_factory.mktemp("bundles") / "imp-tiny"
+    manifest = export_bundle(checkpoint, out, gguf=["f16"], onnx=["fp32", "int8"], validate=False)
+    return out, manifest
+
+
+def copy_bundle(bundle: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(bundle, tmp_path / bundle.name))
+
+
+# ------------------------------------------------------------------------------------ manifest
+
+
+def test_manifest_describes_the_model(onnx_bundle, checkpoint):
+    out, written = onnx_bundle
+    m = load_manifest(out)
+    assert m == written.to_dict()  # what export_bundle returned is what is on disk
+    cfg = build_config("imp-tiny")
+    assert (m["format"], m["format_version"]) == (FORMAT_NAME, FORMAT_VERSION)
+    assert m["model"]["id"] == "imp-tiny"
+    assert m["model"]["embedding_width"] == cfg.hidden_size == 256
+    assert m["model"]["image_tokens"] == cfg.num_image_tokens == 16
+    assert m["model"]["vocab_size"] == 1024 and m["model"]["context_length"] == cfg.max_position_embeddings
+    assert m["source"] == {
+        "checkpoint": str(checkpoint.resolve()),
+        "checkpoint_sha256": checkpoint_hash(checkpoint),
+        "layout": "impvlm",
+    }
+    template = get_template("phi2")
+    assert m["template"]["system"] == template.system and m["template"]["roles"] == ["USER", "ASSISTANT"]
+    assert (m["template"]["sep"], m["template"]["sep2"], m["template"]["stop_str"]) == (" ", "</s>", "</s>")
+    assert m["template"]["question_prompt"].format(question="Q?") == template.question_prompt("Q?")
+    assert m["template"]["question_prompt_text_only"].format(question="Q?") == template.question_prompt(
+        "Q?", with_image=False
+    )
+    assert m["tokens"] == {"image": 2, "eos": 1, "pad": 0, "bos": None, "stop": 1}
+    assert ImageProcessor.from_config(m["image"]) == ImageProcessor.from_config(cfg)
+    assert set(m["tools"]) >= {"torch", "transformers", "onnx", "onnxruntime", "gguf", "llama_cpp"}
+    assert m["tools"]["torch"] == torch.__version__
+    assert m["timings"]["total_seconds"] > 0 and m["timings"]["load_seconds"] > 0
+
+
+def test_files_sections_and_hashes(onnx_bundle):
+    out, _ = onnx_bundle
+    m = load_manifest(out)
+    assert m["vision"]["fp32"]["file"] == "onnx/vision_encoder.onnx"
+    assert m["vision"]["int8"]["file"] == "onnx/vision_encoder_q8.onnx"
+    assert m["lm"]["f16"]["file"] == "gguf/model-f16.gguf"
+    assert m["vision"]["fp32"]["details"]["input"] == "pixel_values"
+    on_disk = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()} - {MANIFEST_FILE}
+    assert set(m["files"]) == on_disk  # every file listed, nothing extra (no scratch base left)
+    kinds = {rel: rec["kind"] for rel, rec in m["files"].items()}
+    assert kinds["onnx/vision_encoder.onnx"] == "vision" and kinds["gguf/model-f16.gguf"] == "lm"
+    assert {kinds[f] for f in on_disk if f.startswith("tokenizer/")} == {"tokenizer"}
+    assert {"tokenizer/tokenizer.json", "tokenizer/vocab.json", "tokenizer/merges.txt"} <= on_disk
+    for rel, rec in m["files"].items():
+        assert rec["bytes"] == (out / rel).stat().st_size and len(rec["sha256"]) == 64
+    assert m["files"]["onnx/vision_encoder_q8.onnx"]["precision"] == "int8"
+    for entry in (*m["vision"].values(), *m["lm"].values()):
+        assert entry["export_seconds"] >= 0
+    # validate=False: nothing claims to be checked
+    assert all(e["validation"] is None for e in (*m["vision"].values(), *m["lm"].values()))
+    assert not list(out.parent.glob(".imp-tiny.*"))  # no temp folders left next to it
+
+
+# ------------------------------------------------------------------------------------ refusals
+
+
+def test_tampered_file_is_named(onnx_bundle, tmp_path):
+    bundle = copy_bundle(onnx_bundle[0], tmp_path)
+    victim = bundle / "onnx" / "vision_encoder_q8.onnx"
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    victim.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match=r"onnx/vision_encoder_q8\.onnx .*sha256 does not match"):
+        load_manifest(bundle)
+    load_manifest(bundle, verify=False)  # structure is fine; only the contents changed
+
+
+def test_missing_file_truncated_file_and_missing_manifest(onnx_bundle, tmp_path):
+    bundle = copy_bundle(onnx_bundle[0], tmp_path)
+    (bundle / "tokenizer" / "merges.txt").unlink()
+    with pytest.raises(BundleError, match=r"missing tokenizer/merges\.txt"):
+        load_manifest(bundle)
+    gguf = bundle / "gguf" / "model-f16.gguf"
+    gguf.write_bytes(gguf.read_bytes()[:-10])
+    shutil.copy(onnx_bundle[0] / "tokenizer" / "merges.txt", bundle / "tokenizer" / "merges.txt")
+    with pytest.raises(BundleError, match=r"gguf/model-f16\.gguf .*changed since export"):
+        load_manifest(bundle)
+    (bundle / MANIFEST_FILE).unlink()
+    with pytest.raises(BundleError, match="has no manifest.json"):
+        load_manifest(bundle)
+    with pytest.raises(BundleError, match="bundle folder not found"):
+        load_manifest(tmp_path / "nowhere")
+
+
+def test_unknown_format_version_and_malformed_manifest(onnx_bundle, tmp_path):
+    bundle = copy_bundle(onnx_bundle[0], tmp_path)
+    path = bundle / MANIFEST_FILE
+    data = json.loads(path.read_text())
+    path.write_text(json.dumps({**data, "format_version": 99}))
+    with pytest.raises(BundleError, match="format version 99 is not supported"):
+        load_manifest(bundle)
+    path.write_text(json.dumps({k: v for k, v in data.items() if k != "tokens"}))
+    with pytest.raises(BundleError, match="malformed: missing key 'tokens'"):
+        load_manifest(bundle)
+    path.write_text(json.dumps({**data, "format": "something-else"}))
+    with pytest.raises(BundleError, match="not an impvlm-bundle manifest"):
+        load_manifest(bundle)
+    escaped = {**data, "files": {"../outside": next(iter(data["files"].values())), **data["files"]}}
+    path.write_text(json.dumps(escaped))
+    with pytest.raises(BundleError, match="leaves the bundle"):
+        load_manifest(bundle)
+
+
+def test_bundle_for_another_model_is_refused(onnx_bundle, tokenizer):
+    manifest = load_manifest(onnx_bundle[0], verify=False)
+    verify_bundle_matches(manifest, build_config("imp-tiny", tokenizer=tokenizer))  # the same model: fine
+    with pytest.raises(BundleError, match="made for another model .*model id 'imp-tiny' != 'llava-phi-tiny'"):
+        verify_bundle_matches(manifest, build_config("llava-phi-tiny", tokenizer=tokenizer))
+    wider = build_config("imp-tiny", tokenizer=tokenizer, hidden_size=512, intermediate_size=2048)
+    with pytest.raises(BundleError, match="embedding width 256 != 512"):
+        verify_bundle_matches(manifest, wider)
+    bigger = build_config("imp-v1-3b")
+    with pytest.raises(BundleError, match=r"image tokens 16 != 729.*vocab size 1024 != 51200"):
+        verify_bundle_matches(manifest, bigger)
+
+
+def test_failed_parity_leaves_no_bundle_and_keeps_the_previous_one(
+    onnx_bundle, checkpoint, tmp_path, monkeypatch
+):
+    monkeypatch.setitem(onnx_vision.PARITY_THRESHOLDS, "fp32", ParityThreshold(min_cos=1.01, mean_cos=1.01))
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    with pytest.raises(ExportError, match=r"vision_encoder\.onnx \(fp32\) does not match PyTorch: cos min"):
+        export_bundle(checkpoint, fresh / "bundle", gguf=[], onnx=["fp32"])
+    assert list(fresh.iterdir()) == []  # neither the bundle nor its temp folder
+    previous = copy_bundle(onnx_bundle[0], tmp_path)
+    before = (previous / MANIFEST_FILE).read_text()
+    with pytest.raises(ExportError):
+        export_bundle(checkpoint, previous, gguf=[], onnx=["fp32"])
+    assert (previous / MANIFEST_FILE).read_text() == before
+    load_manifest(previous)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fresh", previous.name]
+
+
+def test_bad_requests_fail_before_any_work(checkpoint, tmp_path):
+    with pytest.raises(ExportError, match="unknown ONNX precision 'int4'"):
+        export_bundle(checkpoint, tmp_path / "b", onnx=["int4"])
+    with pytest.raises(ExportError, match="unknown GGUF type 'q9_9'"):
+        export_bundle(checkpoint, tmp_path / "b", gguf=["q9_9"])
+    with pytest.raises(ExportError, match="nothing to export"):
+        export_bundle(checkpoint, tmp_path / "b", gguf=[], onnx=[])
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("mine")
+    with pytest.raises(ExportError, match="is not a bundle: refusing to overwrite"):
+        export_bundle(checkpoint, tmp_path / "notes", gguf=[], onnx=["fp32"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes"]
+
+
+def test_wrong_tokenizer_is_refused(tokenizer, tmp_path):
+    torch.manual_seed(0)
+    config = build_config("imp-tiny", tokenizer=tokenizer, image_token_index=5)  # the tokenizer says 2
+    ckpt = save_checkpoint(ImpForCausalLM(config).eval(), tokenizer, tmp_path / "ckpt")
+    with pytest.raises(ExportError, match="<image> id is 2, the model's image_token_index is 5"):
+        export_bundle(ckpt, tmp_path / "b", gguf=[], onnx=["fp32"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+
+
+# ------------------------------------------------------------------------------------ other inputs
+
+
+def test_upstream_layout_checkpoint(tokenizer, tmp_path):
+    from test_checkpoint import upstream_config, upstream_state
+
+    torch.manual_seed(0)
+    model = ImpForCausalLM(build_config("imp-tiny", tokenizer=tokenizer)).eval()
+    folder = tmp_path / "imp-upstream"
+    folder.mkdir()
+    raw = {**upstream_config(model, "msft"), "_name_or_path": "MILVLG/imp-tiny-upstream"}
+    (folder / "config.json").write_text(json.dumps(raw))
+    (folder / "modeling_imp.py").write_text("raise SystemExit('upstream code was executed')\n")
+    save_file(
+        {k: v.contiguous() for k, v in upstream_state(model, "msft").items()},
+        str(folder / "model.safetensors"),
+    )
+    tokenizer.save_pretrained(folder)
+    manifest = export_bundle(folder, tmp_path / "bundle", gguf=["f16"], onnx=["fp32"], validate=False)
+    assert manifest.source.layout == "upstream" and manifest.model.id == "MILVLG/imp-tiny-upstream"
+    assert manifest.model.image_tokens == 16 and manifest.template.name == "phi2"
+    # the vision graph is the upstream model's tower (one layer dropped, no post-LN): same features
+    import numpy as np
+    import onnxruntime as ort
+
+    pixels = np.random.default_rng(0).standard_normal((2, 3, 64, 64)).astype(np.float32)
+    session = ort.InferenceSession(str(tmp_path / "bundle" / manifest.vision["fp32"].file))
+    with torch.no_grad():
+        ref = model.encode_images(torch.from_numpy(pixels)).numpy()
+    np.testing.assert_allclose(session.run(None, {"pixel_values": pixels})[0], ref, atol=1e-5)
+
+
+def test_llava_phi_bundle_template(tokenizer, tmp_path):
+    ckpt = make_checkpoint(tokenizer, tmp_path / "llava", "llava-phi-tiny")
+    manifest = export_bundle(ckpt, tmp_path / "bundle", gguf=[], onnx=["fp32"])
+    assert manifest.template == TemplateInfo.from_name("phi-2_v0")
+    assert manifest.template.stop_str == "<|endoftext|>" and manifest.tokens.stop == 0
+    assert manifest.model.vision_tower == "clip_vision_model" and manifest.image["aspect_ratio"] == "pad"
+    assert manifest.vision["fp32"].validation["min_cos"] >= 0.99999
+
+
+# ------------------------------------------------------------------------------------ GGUF gates
+
+
+def test_lm_gates_by_bits():
+    assert lm_gate("f32") == lm_gate("bf16") == lm_gate("f16")
+    assert lm_gate("q8_0").max_rel_logit_error < lm_gate("q4_k_m").max_rel_logit_error
+    assert lm_gate("iq4_xs") == lm_gate("q4_0")
+    assert lm_gate("q2_k").max_mean_kl >= lm_gate("q4_k_m").max_mean_kl
+    ok = {"tokenization": {"match": True}, "logits": {"mean_abs_logit_error": 0.01, "mean_kl": 1e-3}}
+    assert judge_lm(ok, logit_scale=1.0, qtype="q4_k_m")["passed"]
+    bad = judge_lm(ok, logit_scale=0.01, qtype="q4_k_m")
+    assert not bad["passed"] and "relative logit error 1 > 0.3" in bad["reason"]
+    mistokenized = judge_lm({**ok, "tokenization": {"match": False}}, 1.0, "f16")
+    assert not mistokenized["passed"] and "tokenizes" in mistokenized["reason"]
+    nan = {"tokenization": {"match": True}, "logits": {"mean_abs_logit_error": float("nan"), "mean_kl": 0.0}}
+    assert not judge_lm(nan, 1.0, "f16")["passed"]
+
+
+@needs_llama_cpp
+def test_full_bundle_with_quantized_gguf(checkpoint, tmp_path, record_property):
+    out = tmp_path / "bundle"
+    manifest = export_bundle(
+        checkpoint, out, gguf=["f16", "q8_0", "q4_k_m"], onnx=["fp32", "int8"], threads=2
+    )
+    m = load_manifest(out)
+    assert list(m["lm"]) == ["f16", "q8_0", "q4_k_m"] and list(m["vision"]) == ["fp32", "int8"]
+    assert m["lm"]["q4_k_m"]["file"] == "gguf/model-q4_k_m.gguf"
+    assert m["lm"]["q4_k_m"]["details"]["quantized_from"] == "f16"
+    for precision, entry in m["lm"].items():
+        validation = entry["validation"]
+        assert validation["verdict"]["passed"], precision
+        assert validation["tokenization"]["match"]
+        assert validation["n_image_prompts"] == 3 and validation["n_prompts"] == 5
+        record_property(f"{precision}_rel_logit_error", validation["verdict"]["relative_logit_error"])
+    f16 = m["lm"]["f16"]["validation"]
+    assert f16["greedy"]["exact_match"] == 1.0 and f16["logits"]["top1_agreement"] == 1.0
+    sizes = {p: m["files"][e["file"]]["bytes"] for p, e in m["lm"].items()}
+    assert sizes["q4_k_m"] < sizes["f16"] and sizes["q8_0"] < sizes["f16"]
+    assert manifest.timings["reference_seconds"] > 0
+    assert m["tools"]["llama_cpp"] is not None
+
+
+@needs_llama_cpp
+def test_gguf_base_not_asked_for_is_not_kept_and_imatrix(checkpoint, tmp_path):
+    manifest = export_bundle(checkpoint, tmp_path / "b", gguf=["q8_0"], onnx=[], validate=False, imatrix=True)
+    assert list(manifest.lm) == ["q8_0"] and manifest.lm["q8_0"].details["quantized_from"] == "f16"
+    assert manifest.lm["q8_0"].details["imatrix"] and manifest.calibration["gguf"]["prompts"]
+    assert sorted(p.name for p in (tmp_path / "b" / "gguf").iterdir()) == ["model-q8_0.gguf"]
+    assert not (tmp_path / "b" / ".scratch").exists()
+
+
+# ------------------------------------------------------------------------------------ CLI
+
+
+def test_cli_export_and_info(checkpoint, tmp_path, capsys):
+    """A vision-only bundle (``--gguf none``), validated, then described and verified by ``imp info``."""
+    out = tmp_path / "bundle"
+    argv = ["export", str(checkpoint), "--out", str(out), "--gguf", "none", "--onnx", "fp16,int8"]
+    assert main([*argv, "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "onnx/vision_encoder_fp16.onnx" in printed and "cos min" in printed and "total" in printed
+    m = load_manifest(out)
+    assert m["lm"] == {} and list(m["vision"]) == ["fp16", "int8"]
+    fp16 = m["vision"]["fp16"]["validation"]
+    assert fp16["passed"] and fp16["min_cos"] >= 0.999
+    assert main(["info", str(out)]) == 0
+    info = capsys.readouterr().out
+    assert "imp-tiny" in info and "all files verified" in info and "vision_encoder_q8.onnx" in info
+    assert "stop '</s>'" in info and "16 image tokens" in info
+    assert main(["info", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["model"]["id"] == "imp-tiny"
+    (out / "onnx" / "vision_encoder_fp16.onnx").write_bytes(b"not a graph")
+    assert main(["info", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("imp info: error:") and "onnx/vision_encoder_fp16.onnx" in err and "\n" not in err
+
+
+def test_cli_refuses_unknown_precision(checkpoint, tmp_path, capsys):
+    assert main(["export", str(checkpoint), "--out", str(tmp_path / "b"), "--onnx", "fp8"]) == 2
+    assert "unknown ONNX precision 'fp8'" in capsys.readouterr().err

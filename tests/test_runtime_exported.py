@@ -1,0 +1,99 @@
+"""ExportedRuntime (ONNX Runtime + llama.cpp) against TorchRuntime: same greedy answers."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from impvlm.errors import BundleError, ConfigError, ImageError
+from runtimes.loader import load_runtime
+
+QUESTIONS = ["What colour is the shape?", "How many shapes are there?", "Is there a red circle?"]
+
+
+@pytest.fixture(scope="module")
+def images(synthetic_world):
+    paths, _ = synthetic_world
+    return sorted(paths.images.glob("eval_*.png"))[:3]
+
+
+@pytest.fixture(scope="module")
+def torch_answers(tiny_checkpoint, images):
+    rt = load_runtime(tiny_checkpoint)
+    return [rt.generate([im], q, max_new_tokens=12).token_ids for im in images for q in QUESTIONS]
+
+
+# f32 is exact on any model; f16 is compared on the trained model (tests/test_pipeline.py), since a
+# random model's nearly flat next-token distributions make ties that f16 rounding may break.
+@pytest.mark.parametrize("lm", ["f32"])
+def test_exported_greedy_answers_equal_pytorch(tiny_bundle, images, torch_answers, lm):
+    with load_runtime(tiny_bundle, lm=lm, vision="fp32", threads=1) as rt:
+        got = [rt.generate([im], q, max_new_tokens=12).token_ids for im in images for q in QUESTIONS]
+        assert rt.identity()["lm"] == lm and rt.identity()["vision"] == "fp32"
+    assert got == torch_answers
+
+
+def test_quantized_variants_run_and_report_timings(tiny_bundle, images):
+    with load_runtime(f"exported:{tiny_bundle}?lm=q4_k_m&vision=int8&threads=1") as rt:
+        first = rt.generate([images[0]], QUESTIONS[0], max_new_tokens=6)
+        second = rt.generate([images[0]], QUESTIONS[1], max_new_tokens=6)
+    t1, t2 = first.timings, second.timings
+    assert t1.images_encoded == 1 and t2.images_encoded == 0
+    assert t2.reused_tokens >= rt.num_image_tokens and t2.prefill_tokens < t1.prefill_tokens
+    assert t1.prefill_tokens_per_s > 0 and t1.ttft_s > 0 and t1.peak_rss_mb > 0
+
+
+def test_streaming_matches_the_answer(tiny_bundle, images):
+    with load_runtime(tiny_bundle, lm="f16", threads=1) as rt:
+        chunks = list(rt.stream([images[0]], QUESTIONS[0], max_new_tokens=10))
+        assert "".join(chunks).strip() == rt.generate([images[0]], QUESTIONS[0], max_new_tokens=10).text
+
+
+def test_mobile_profile_and_memory_budget(tiny_bundle):
+    with load_runtime(tiny_bundle, profile="mobile") as rt:
+        ident = rt.identity()
+        assert ident["lm"] == "q4_k_m" and ident["vision"] == "fp16" and rt.context_length == 512
+    with pytest.raises(BundleError, match="does NOT fit 1 MB"):
+        load_runtime(tiny_bundle, memory_budget_mb=1)
+    with pytest.raises(ConfigError, match="has no LM precision 'q5_k_m'"):
+        load_runtime(tiny_bundle, lm="q5_k_m")
+
+
+def test_tampered_and_mismatched_bundles_are_refused(tiny_bundle, tmp_path, tiny_checkpoint):
+    bad = tmp_path / "tampered"
+    shutil.copytree(tiny_bundle, bad)
+    manifest = json.loads((bad / "manifest.json").read_text())
+    gguf = bad / manifest["lm"]["f16"]["file"]
+    data = bytearray(gguf.read_bytes())
+    data[-10] ^= 0xFF
+    gguf.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="model-f16.gguf"):
+        load_runtime(bad)
+    (bad / manifest["vision"]["fp32"]["file"]).unlink()
+    with pytest.raises(BundleError, match="vision_encoder.onnx"):
+        load_runtime(bad, verify=False, lm="f32")
+
+
+def test_undecodable_image_and_too_many_images(tiny_bundle, images, tmp_path):
+    junk = tmp_path / "junk.jpg"
+    junk.write_bytes(b"GIF89a not really")
+    with load_runtime(tiny_bundle, lm="f16", threads=1) as rt:
+        with pytest.raises(ImageError, match="junk.jpg"):
+            rt.generate([junk], "What?")
+        with pytest.raises(Exception, match="1 <image> tags but 2 images"):
+            rt.generate(images[:2], "<image>\nWhat?")
+
+
+def test_chat_and_info_cli(tiny_bundle, images):
+    chat = subprocess.run(
+        [sys.executable, "-m", "impvlm.cli", "chat", str(tiny_bundle), "--image", str(images[0]), QUESTIONS[0],
+         "--lm", "q8_0", "--timings", "--max-new-tokens", "5"],
+        capture_output=True, text=True,
+    )
+    assert chat.returncode == 0, chat.stderr
+    assert "decode" in chat.stderr
+    info = subprocess.run([sys.executable, "-m", "impvlm.cli", "info", str(tiny_bundle)], capture_output=True, text=True)
+    assert info.returncode == 0, info.stderr
+    assert "q4_k_m" in info.stdout
