@@ -39,6 +39,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("impvlm.commands.synth", "generate the offline synthetic shapes world and its tokenizer"),
     "export": ("export.cli", "export a checkpoint to a bundle: ONNX vision encoder + GGUF LM + manifest"),
     "info": ("export.cli_info", "describe an export bundle and verify its files"),
+    "serve": ("runtimes.cli_serve", "serve a bundle as an OpenAI-compatible chat API with images (HTTP)"),
 }
 
 

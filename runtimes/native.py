@@ -1,0 +1,206 @@
+"""`LlamaCppNativeRuntime`: a bundle run the way stock llama.cpp runs it, LM GGUF + mmproj GGUF.
+
+The image goes through llama.cpp's own multimodal library (libmtmd, from llama-cpp-python): its
+preprocessing (letterbox for this projector, not Imp's squash), its vision graph and the bundle's
+``mmproj-*.gguf``. The embeddings it produces are fed to the LM GGUF through the same
+:class:`~export.llama_session.LlamaSession` path as :class:`~runtimes.exported.ExportedRuntime`, so
+templates, tokenization, greedy decoding, stop handling, streaming and prefix reuse are the base
+class's, and the benchmarks measure exactly what differs: the vision side of llama.cpp.
+
+``preprocess="imp"`` hands libmtmd the image already preprocessed the Imp way (squash / pad to the
+input size with PIL), which isolates the file and graph from the preprocessing difference.
+
+Example::
+
+    rt = LlamaCppNativeRuntime("work/bundle", lm="q4_k_m", mmproj="f16")
+    print(rt.generate(["cat.png"], "What colour is the cat?").text)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from export.bundle import MANIFEST_FILE, load_manifest
+from export.llama_session import LlamaSession
+from export.mmproj import CLS_ORDER_BUG, MtmdEncoder
+from impvlm.errors import BundleError, ConfigError
+from impvlm.image_processing import ImageInput, ImageProcessor, load_image
+from impvlm.templates import get_template
+from runtimes.base import Runtime
+from runtimes.exported import gpu_layers
+from runtimes.profiles import LM_PREFERENCE, choose
+
+log = logging.getLogger(__name__)
+
+MMPROJ_PREFERENCE = ("f32", "f16", "bf16", "q8_0", "q6_k", "q5_k_m", "q5_0", "q4_k_m", "q4_0")
+PREPROCESSING = ("llama.cpp", "imp")
+
+
+class RawImages:
+    """The native runtime's "image processor": decoded RGB ``uint8`` arrays, one per image.
+
+    ``llama.cpp`` mode keeps each image at its own size (libmtmd preprocesses it); ``imp`` mode
+    resizes it the Imp way first. Arrays differ in shape, so :meth:`batch` returns a list.
+    """
+
+    def __init__(self, imp: ImageProcessor, mode: str) -> None:
+        if mode not in PREPROCESSING:
+            raise ConfigError(f"unknown preprocessing {mode!r}; use one of {', '.join(PREPROCESSING)}")
+        self.imp = imp
+        self.mode = mode
+
+    def __call__(self, image: ImageInput) -> np.ndarray:
+        picture = self.imp.resize(image) if self.mode == "imp" else load_image(image)
+        return np.ascontiguousarray(np.asarray(picture, dtype=np.uint8))  # (H, W, 3)
+
+    def batch(self, images: Sequence[ImageInput]) -> list[np.ndarray]:
+        return [self(image) for image in images]
+
+
+class LlamaCppNativeRuntime(Runtime):
+    """A bundle's LM GGUF + mmproj GGUF on llama.cpp, images through libmtmd.
+
+    Args:
+        bundle: the bundle folder (exported with ``--mmproj``).
+        lm: LM precision from ``manifest["lm"]`` (default: the most precise).
+        mmproj: mmproj precision from ``manifest["mmproj"]`` (default: the most precise).
+        threads: CPU threads for the LM and the vision graph.
+        context_length: KV cache size (default: the model's).
+        verify: check the bundle files' sha256 first.
+        preprocess: ``llama.cpp`` (stock behaviour) or ``imp`` (Imp's resize, then libmtmd).
+    """
+
+    name = "native"
+
+    def __init__(
+        self,
+        bundle: str | Path,
+        lm: str | None = None,
+        mmproj: str | None = None,
+        threads: int | None = None,
+        context_length: int | None = None,
+        verify: bool | str = True,
+        preprocess: str = "llama.cpp",
+    ) -> None:
+        super().__init__()
+        from tokenizers import Tokenizer
+
+        self.bundle = Path(bundle)
+        self.manifest = manifest = load_manifest(
+            self.bundle, verify=str(verify).lower() not in ("0", "false", "no")
+        )
+        if not manifest.get("mmproj"):
+            raise BundleError(
+                f"{self.bundle} has no mmproj file: export it with `imp export ... --mmproj f16` "
+                "to run it on llama.cpp's multimodal library"
+            )
+        self.lm_name = choose(manifest["lm"], lm, (), LM_PREFERENCE, "LM precision")
+        self.mmproj_name = choose(manifest["mmproj"], mmproj, (), MMPROJ_PREFERENCE, "mmproj precision")
+        model = manifest["model"]
+        self._manifest_sha256 = hashlib.sha256((self.bundle / MANIFEST_FILE).read_bytes()).hexdigest()
+        self.context_length = int(context_length or model["context_length"])
+        self.template = get_template(manifest["template"]["name"])
+        self.image_processor = RawImages(ImageProcessor.from_config(manifest["image"]), preprocess)  # type: ignore[assignment]
+        self.num_image_tokens = int(model["image_tokens"])
+        tokens = manifest["tokens"]
+        self.stop_ids = frozenset(int(tokens[k]) for k in ("stop", "eos") if tokens.get(k) is not None)
+        self.tokenizer = Tokenizer.from_file(str(self.bundle / manifest["tokenizer"] / "tokenizer.json"))
+        self.special_ids = frozenset(
+            i for i, t in self.tokenizer.get_added_tokens_decoder().items() if t.special
+        )
+        self._lm = LlamaSession(
+            self.bundle / manifest["lm"][self.lm_name]["file"],
+            n_ctx=self.context_length,
+            n_threads=threads,
+            n_gpu_layers=gpu_layers(),
+            n_batch=max(512, self.num_image_tokens),
+            kv_type="f32" if self.lm_name == "f32" else "f16",
+        )
+        try:
+            self._mtmd = MtmdEncoder(self.bundle / manifest["mmproj"][self.mmproj_name]["file"], self._lm)
+        except BaseException:
+            self._lm.close()
+            raise
+        details = manifest["mmproj"][self.mmproj_name].get("details") or {}
+        if details.get("has_class_embedding"):
+            log.warning(
+                "%s: a CLIP tower; llama.cpp builds without the fix for %s compute its features wrongly "
+                "(see the mmproj validation in the manifest)",
+                self.bundle,
+                CLS_ORDER_BUG,
+            )
+        if self._lm.n_embd != int(model["embedding_width"]):
+            self.close()
+            raise BundleError(
+                f"{self.bundle}: the LM takes {self._lm.n_embd}-wide embeddings, the manifest says "
+                f"{model['embedding_width']}: files from different models"
+            )
+
+    @property
+    def preprocess(self) -> str:
+        return self.image_processor.mode  # type: ignore[attr-defined]
+
+    def identity(self) -> dict[str, Any]:
+        return {
+            "runtime": self.name,
+            "bundle": str(self.bundle),
+            "manifest_sha256": self._manifest_sha256,
+            "model_id": self.manifest["model"]["id"],
+            "lm": self.lm_name,
+            "mmproj": self.mmproj_name,
+            "preprocess": self.preprocess,
+            "threads": self._lm.n_threads,
+            "context_length": self.context_length,
+        }
+
+    def close(self) -> None:
+        mtmd = getattr(self, "_mtmd", None)
+        if mtmd is not None:
+            mtmd.close()
+        self._lm.close()
+
+    # ------------------------------------------------------------------ backend hooks
+    def _features_for(self, pixels: np.ndarray) -> tuple[str, np.ndarray, bool]:
+        """The base class's feature cache, keyed on shape + bytes: raw images differ in size, and a
+        32x64 and a 64x32 image of one colour have the same bytes."""
+        digest = hashlib.sha1(np.asarray(pixels.shape, dtype=np.int64).tobytes())
+        digest.update(pixels.tobytes())
+        key = digest.hexdigest()
+        if key in self._features:
+            self._features.move_to_end(key)
+            return key, self._features[key], False
+        feats = self._encode_pixels(pixels[None])[0]
+        self._features[key] = feats
+        while len(self._features) > self.feature_cache_size:
+            self._features.popitem(last=False)
+        return key, feats, True
+
+    def _encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        """``(1, H, W, 3)`` uint8 -> ``(1, N, D)`` float32 through libmtmd."""
+        feats = np.stack([self._mtmd.encode(image) for image in pixels])
+        if feats.shape[1] != self.num_image_tokens:
+            raise BundleError(
+                f"libmtmd gives {feats.shape[1]} image embeddings but the model takes {self.num_image_tokens}: "
+                f"{self.manifest['mmproj'][self.mmproj_name]['file']} does not belong to this LM"
+            )
+        return feats
+
+    def _truncate(self, n: int) -> None:
+        if n == 0:
+            self._lm.reset()
+        else:
+            self._lm.truncate(n)
+
+    def _eval_tokens(self, ids: list[int]) -> np.ndarray:
+        self._lm.eval_tokens(ids)
+        return self._lm.logits()
+
+    def _eval_embeddings(self, embeddings: np.ndarray) -> np.ndarray:
+        self._lm.eval_embeddings(np.ascontiguousarray(embeddings, dtype=np.float32))
+        return self._lm.logits()
