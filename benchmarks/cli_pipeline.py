@@ -24,6 +24,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--train-images", type=int, default=3000, help="synthetic training images (default 3000)"
     )
     parser.add_argument(
+        "--eval-images", type=int, default=200, help="held-out synthetic images (default 200)"
+    )
+    parser.add_argument(
         "--bench-images", type=int, default=20, help="images per synthetic benchmark (default 20)"
     )
     parser.add_argument("--gguf", default="f16,q8_0,q4_k_m", help="GGUF precisions to export and benchmark")
@@ -72,6 +75,7 @@ def _run(args: argparse.Namespace) -> int:
     config = PipelineConfig(
         work=Path(args.work),
         train_images=args.train_images,
+        eval_images=args.eval_images,
         bench_images=args.bench_images,
         gguf=tuple(x for x in args.gguf.split(",") if x),
         onnx=tuple(x for x in args.onnx.split(",") if x),

@@ -74,19 +74,23 @@ class Run:
             return {r["qid"]: r for r in map(json.loads, handle) if r}
 
     def token_level(self) -> dict[str, float] | None:
-        """Top-1 agreement / KL vs PyTorch recorded in the bundle manifest at export."""
+        """Token-level agreement vs PyTorch recorded in the bundle manifest at export: the LM's
+        top-1 agreement and mean KL of next-token distributions on the probe set, and the vision
+        encoder's minimum feature cosine."""
         bundle = self.identity.get("bundle")
-        lm = self.identity.get("lm")
-        if not bundle or not lm or not (Path(bundle) / "manifest.json").exists():
+        if not bundle or not (Path(bundle) / "manifest.json").exists():
             return None
         manifest = json.loads((Path(bundle) / "manifest.json").read_text())
-        validation = manifest.get("lm", {}).get(lm, {}).get("validation") or {}
-        picked = {
-            k: v
-            for k, v in _flatten(validation).items()
-            if isinstance(v, int | float) and ("top1" in k or "kl" in k)
-        }
-        return picked or None
+        out: dict[str, float] = {}
+        lm = (manifest.get("lm", {}).get(self.identity.get("lm")) or {}).get("validation") or {}
+        logits = lm.get("logits") or {}
+        for key in ("top1_agreement", "mean_kl"):
+            if isinstance(logits.get(key), int | float):
+                out[f"lm_{key}"] = float(logits[key])
+        vision = (manifest.get("vision", {}).get(self.identity.get("vision")) or {}).get("validation") or {}
+        if isinstance(vision.get("min_cos"), int | float):
+            out["vision_min_cos"] = float(vision["min_cos"])
+        return out or None
 
 
 def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -37,6 +37,7 @@ class PipelineConfig:
     train_images: int = 3000
     eval_images: int = 200
     bench_images: int = 20
+    eval_limit: int | None = 600  # held-out questions for the trained model's exact-answer accuracy
     recipes: tuple[str, ...] = ("tiny-warmup", "tiny-pretrain", "tiny-lora")
     train_overrides: dict[str, Any] = field(default_factory=dict)
     gguf: tuple[str, ...] = ("f16", "q8_0", "q4_k_m")
@@ -159,53 +160,41 @@ class Pipeline:
         )
 
     def train_and_merge(self, world: StageResult) -> StageResult:
-        from impvlm.train import run_training
-        from impvlm.train.merge import merge_checkpoint
+        from impvlm.train import merge_checkpoint, run_training
 
         c = self.config
-        base: str | None = None
-        previous = world.fingerprint
-        stage_dirs: list[str] = []
-        for recipe in c.recipes:
-            overrides = {
-                **c.train_overrides,
-                "data_root": world.outputs["root"],
-                "tokenizer": world.outputs["tokenizer"],
-            }
-            if base is not None:
-                overrides["base"] = base
+        overrides = {"data.root": world.outputs["root"], **c.train_overrides}
 
-            def build(
-                folder: Path, recipe: str = recipe, overrides: dict[str, Any] = overrides
-            ) -> dict[str, str]:
+        def train(folder: Path) -> dict[str, str]:
+            out = None
+            for recipe in c.recipes:  # one run folder: each stage finds the previous one there
                 out = run_training(recipe, folder / "run", overrides, resume=True)
-                return {"output": str(out)}
+            return {"output": str(out)}
 
-            result = self.stage(
-                f"train-{recipe}", {"recipe": recipe, "overrides": overrides, "after": previous}, build
-            )
-            base = result.outputs["output"]
-            previous = result.fingerprint
-            stage_dirs.append(base)
+        trained = self.stage(
+            "train", {"recipes": c.recipes, "overrides": overrides, "after": world.fingerprint}, train
+        )
 
         def merge(folder: Path) -> dict[str, str]:
-            out = merge_checkpoint(stage_dirs[-1], folder / "checkpoint")
+            out = merge_checkpoint(trained.outputs["output"], folder / "checkpoint")
             return {"checkpoint": str(out)}
 
-        merged = self.stage("merge", {"after": previous}, merge)
+        merged = self.stage("merge", {"after": trained.fingerprint}, merge)
         self._held_out_accuracy(merged, world)
         return merged
 
     def _held_out_accuracy(self, merged: StageResult, world: StageResult) -> None:
-        from impvlm.train.evaluate import exact_accuracy
+        from impvlm.train.evaluate import exact_accuracy, format_accuracy
 
         marker = self.work / "merge" / "held_out_accuracy.json"
         if marker.exists():
             return
         root = Path(world.outputs["root"])
-        result = exact_accuracy(merged.outputs["checkpoint"], root / "eval.json", root)
+        result = exact_accuracy(
+            merged.outputs["checkpoint"], root / "eval.json", root, limit=self.config.eval_limit
+        )
         marker.write_text(json.dumps(result, indent=2))
-        self.log(f"held-out exact-answer accuracy of the trained model: {json.dumps(result)}")
+        self.log(f"held-out {format_accuracy(result)}")
 
     def bench_data(self) -> StageResult:
         c = self.config

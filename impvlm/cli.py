@@ -37,6 +37,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "write the synthetic nine-benchmark suite in the real file formats",
     ),
     "synth": ("impvlm.commands.synth", "generate the offline synthetic shapes world and its tokenizer"),
+    "train": ("impvlm.commands.train", "train a stage (or a chain of stages) from a recipe"),
+    "merge": ("impvlm.commands.merge", "fold LoRA and projector stage outputs into one checkpoint"),
     "export": ("export.cli", "export a checkpoint to a bundle: ONNX vision encoder + GGUF LM + manifest"),
     "info": ("export.cli_info", "describe an export bundle and verify its files"),
     "serve": ("runtimes.cli_serve", "serve a bundle as an OpenAI-compatible chat API with images (HTTP)"),
