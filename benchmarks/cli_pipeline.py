@@ -31,6 +31,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--gguf", default="f16,q8_0,q4_k_m", help="GGUF precisions to export and benchmark")
     parser.add_argument("--onnx", default="fp32,int8", help="ONNX vision precisions to export and benchmark")
+    parser.add_argument(
+        "--mmproj", default="f16", help="llama.cpp mmproj precisions (native runtime); empty string for none"
+    )
     parser.add_argument("--benchmarks", default="vqav2,gqa,vizwiz,sqa,textvqa,pope,mme,mmbench,mmvet")
     parser.add_argument("--limit", type=int, help="first N questions per benchmark")
     parser.add_argument("--max-new-tokens", type=int, default=32, help="answer length cap (default 32)")
@@ -79,6 +82,7 @@ def _run(args: argparse.Namespace) -> int:
         bench_images=args.bench_images,
         gguf=tuple(x for x in args.gguf.split(",") if x),
         onnx=tuple(x for x in args.onnx.split(",") if x),
+        mmproj=tuple(x for x in args.mmproj.split(",") if x),
         benchmarks=tuple(x for x in args.benchmarks.split(",") if x),
         limit=args.limit,
         max_new_tokens=args.max_new_tokens,

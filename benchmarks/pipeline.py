@@ -42,6 +42,7 @@ class PipelineConfig:
     train_overrides: dict[str, Any] = field(default_factory=dict)
     gguf: tuple[str, ...] = ("f16", "q8_0", "q4_k_m")
     onnx: tuple[str, ...] = ("fp32", "int8")
+    mmproj: tuple[str, ...] = ("f16",)  # llama.cpp-native vision; each is run with the first GGUF type
     benchmarks: tuple[str, ...] = BENCHMARK_NAMES
     limit: int | None = None
     max_new_tokens: int | None = 32
@@ -225,7 +226,8 @@ class Pipeline:
             )
             return {"bundle": str(folder / "bundle")}
 
-        return self.stage("export", {"gguf": c.gguf, "onnx": c.onnx, "after": checkpoint.fingerprint}, build)
+        inputs = {"gguf": c.gguf, "onnx": c.onnx, "mmproj": c.mmproj, "after": checkpoint.fingerprint}
+        return self.stage("export", inputs, build)
 
     def variants(self) -> list[tuple[str, str]]:
         return [(lm, vision) for lm in self.config.gguf for vision in self.config.onnx]
@@ -242,6 +244,15 @@ class Pipeline:
         specs += [
             (f"{lm}+{vision}", f"exported:{bundle.outputs['bundle']}", {"lm": lm, "vision": vision})
             for lm, vision in self.variants()
+        ]
+        specs += [
+            (
+                f"native-{c.gguf[0]}+mmproj-{p}",
+                f"native:{bundle.outputs['bundle']}",
+                {"lm": c.gguf[0], "mmproj": p},
+            )
+            for p in c.mmproj
+            if c.gguf
         ]
         runs = []
         for label, spec, opts in specs:

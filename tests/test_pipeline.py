@@ -9,7 +9,7 @@ import pytest
 
 ARGS = [
     "--train-images", "300", "--eval-images", "20", "--bench-images", "3", "--limit", "6", "--max-new-tokens", "8",
-    "--gguf", "f16,q4_k_m", "--onnx", "fp32", "--set", "train.max_steps=40", "--no-progress",
+    "--gguf", "f16,q4_k_m", "--onnx", "fp32", "--set", "train.max_steps=15", "--no-progress",
     "--threads", "1",
 ]  # fmt: skip
 
@@ -28,7 +28,7 @@ def test_report_covers_all_nine_benchmarks_for_every_runtime(pipeline_run):
     report = json.loads((work / "report" / "report.json").read_text())
     assert report["reference"]["label"] == "torch-fp32"
     labels = {c["label"] for c in report["candidates"]}
-    assert labels == {"f16+fp32", "q4_k_m+fp32"}
+    assert labels == {"f16+fp32", "q4_k_m+fp32", "native-f16+mmproj-f16"}
     for cand in report["candidates"]:
         assert len(cand["rows"]) == 9
         for row in cand["rows"]:
