@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "benchmarks.cli_compare",
         "compare runs across runtimes and quants: deltas, agreement, verdict",
     ),
+    "bench-speed": ("benchmarks.cli_speed", "speed and memory of PyTorch vs the exported runtime, per quant"),
     "bench-data": (
         "benchmarks.cli_synth",
         "write the synthetic nine-benchmark suite in the real file formats",
