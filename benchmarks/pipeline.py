@@ -223,6 +223,8 @@ class Pipeline:
                 gguf=list(c.gguf),
                 onnx=list(c.onnx),
                 threads=c.threads,
+                mmproj=list(c.mmproj),
+                progress=c.progress,
             )
             return {"bundle": str(folder / "bundle")}
 
