@@ -66,6 +66,12 @@ class Run:
             and self.identity.get("vision") in NEAR_LOSSLESS_VISION
         )
 
+    @property
+    def threshold_class(self) -> str:
+        if self.identity.get("runtime") == "native":
+            return "llama.cpp-native (quantized thresholds)"
+        return "near-lossless" if self.near_lossless else "quantized"
+
     def samples(self, benchmark: str) -> dict[str, dict[str, Any]]:
         path = self.path / benchmark / SAMPLES
         if not path.exists():
@@ -221,7 +227,7 @@ def compare_runs(
                 "label": cand.label,
                 "path": str(cand.path),
                 "identity": cand.identity,
-                "class": "near-lossless" if cand.near_lossless else "quantized",
+                "class": cand.threshold_class,
                 "token_level": cand.token_level(),
                 "rows": rows,
                 "timing": timing,
