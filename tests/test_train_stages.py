@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from torch import nn
@@ -109,6 +111,17 @@ def test_four_optimizer_groups_with_projector_lr():
     norm = model.model.final_layernorm.weight
     assert any(p is norm for p in groups["rest/no_decay"]["params"])
     assert any(p is model.mm_projector[0].weight for p in groups["projector/decay"]["params"])
+
+
+def test_vision_lr_gives_the_tower_its_own_groups():
+    st = dataclasses.replace(stage("warmup", lr=1e-3, projector_lr=2e-5), vision_lr=3e-4)
+    model = st.prepare(tiny())
+    groups = {g["name"]: g for g in st.param_groups(model)}
+    assert groups["vision/decay"]["lr"] == groups["vision/no_decay"]["lr"] == 3e-4
+    assert {id(p) for p in groups["vision/decay"]["params"] + groups["vision/no_decay"]["params"]} == {
+        id(p) for p in model.vision_tower.parameters()
+    }
+    assert len(groups) == 6
 
 
 def test_lora_groups_hold_only_trainable_params():

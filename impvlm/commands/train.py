@@ -13,6 +13,7 @@ Examples:
       data.root=work/synthetic --merge runs/tiny/merged --eval
   imp train --recipe imp-v1-3b-lora --out runs/imp data.root=/data/llava --resume
   torchrun --nproc_per_node 8 -m impvlm.cli train --recipe imp-v1-3b-pretrain --out runs/imp
+  deepspeed --no_local_rank --num_gpus 8 --module impvlm.cli train --recipe imp-v1-3b-lora --out runs/imp
 
 Progress bars go to the terminal; every stage writes loss.jsonl, recipe.yaml (resolved), run.json and
 stage.json next to its weights in OUT/<recipe>.

@@ -81,6 +81,7 @@ class TrainSpec:
     max_steps: int | None = None  # overrides epochs
     lr: float = 2e-4
     projector_lr: float | None = None  # default: lr
+    vision_lr: float | None = None  # a trained tower's own lr (default: lr)
     weight_decay: float = 0.0
     warmup_ratio: float = 0.03
     scheduler: str = "cosine"

@@ -169,14 +169,14 @@ class StageRun:
                     f"recipe {self.recipe.name} starts after {spec.after}, which has not finished in {self.out_dir}"
                 )
             model, tokenizer_dir = load_start_model(base)
-            tokenizer = load_training_tokenizer(self._path(spec.tokenizer) or tokenizer_dir, model.config)
+            tokenizer = load_training_tokenizer(spec.tokenizer or tokenizer_dir, model.config)
             if spec.projector:
-                copy_tensors(model, projector_state(self._path(spec.projector), model), Path(spec.projector))
+                copy_tensors(model, projector_state(spec.projector, model), Path(spec.projector))
             return model, tokenizer, base
         from impvlm.presets import build_config
         from impvlm.tokenizer import load_tokenizer
 
-        tokenizer_dir = self._path(spec.tokenizer)
+        tokenizer_dir = spec.tokenizer
         if tokenizer_dir is None:
             raise ConfigError(f"recipe {self.recipe.name}: a fresh start from a preset needs model.tokenizer")
         raw_tokenizer = load_tokenizer(tokenizer_dir)
@@ -185,9 +185,7 @@ class StageRun:
             overrides["vocab_size"] = len(raw_tokenizer)
         config = build_config(spec.preset, tokenizer=raw_tokenizer, **overrides)
         torch.manual_seed(self.recipe.train.seed)
-        model = build_from_parts(
-            config, self._path(spec.language_model), self._path(spec.vision_tower), self._path(spec.projector)
-        )
+        model = build_from_parts(config, spec.language_model, spec.vision_tower, spec.projector)
         return model, load_training_tokenizer(tokenizer_dir, config), None
 
     def _stage(self, model: Any) -> Stage:
@@ -206,6 +204,7 @@ class StageRun:
             template=template,
             lr=t.lr,
             projector_lr=t.projector_lr if t.projector_lr is not None else t.lr,
+            vision_lr=t.vision_lr,
             weight_decay=t.weight_decay,
             lora=recipe.lora if kind.language_model == "lora" else None,
             data_path=str(self._data_path(recipe.data.path)),
@@ -238,9 +237,6 @@ class StageRun:
             self.stage.data_path, len(dataset), n_images, len(dataset) - n_images, self.stage.template, max_length,
         )  # fmt: skip
         return dataset
-
-    def _path(self, value: str | None) -> Path | None:
-        return Path(value) if value else None
 
     def _data_path(self, value: str | None) -> Path | None:
         """Relative data paths are read against ``data.root`` when the recipe sets one."""

@@ -100,7 +100,8 @@ class Stage:
         kind: the stage kind (see :data:`STAGE_KINDS`).
         vision / projector / language_model: ``frozen``, ``full`` or (LM only) ``lora``.
         template: conversation template used to build the training text.
-        lr: learning rate of everything trained but the projector; ``projector_lr`` the projector's.
+        lr: learning rate of everything trained but the projector; ``projector_lr`` the projector's;
+            ``vision_lr`` (optional) the tower's when it is trained (otherwise it uses ``lr``).
         weight_decay: applied to weights, not to biases and LayerNorm parameters.
         lora: LoRA settings when the language model is LoRA-adapted.
         data_path / image_root: the LLaVA JSON file and the folder its images are relative to.
@@ -117,6 +118,7 @@ class Stage:
     lora: LoraSpec | None
     data_path: str
     image_root: str
+    vision_lr: float | None = None
 
     def __post_init__(self) -> None:
         if self.vision == "lora" or self.projector == "lora":
@@ -125,9 +127,10 @@ class Stage:
             raise ConfigError(f"stage {self.kind.name!r} adapts the LM with LoRA but has no LoRA settings")
         if all(m == "frozen" for m in (self.vision, self.projector, self.language_model)):
             raise ConfigError(f"stage {self.kind.name!r} trains nothing")
-        if self.lr <= 0 or self.projector_lr <= 0:
+        if min(self.lr, self.projector_lr, self.vision_lr or self.lr) <= 0:
             raise ConfigError(
-                f"learning rates must be positive (lr {self.lr}, projector_lr {self.projector_lr})"
+                f"learning rates must be positive (lr {self.lr}, projector_lr {self.projector_lr}, "
+                f"vision_lr {self.vision_lr})"
             )
 
     @property
@@ -177,32 +180,34 @@ class Stage:
         return peft_model
 
     def param_groups(self, model: nn.Module) -> list[dict[str, Any]]:
-        """Four optimizer groups: (decay, no decay) x (projector, the rest); empty ones are dropped."""
+        """Optimizer groups (decay, no decay) x (projector, the rest): Imp's four; with ``vision_lr`` the
+        tower gets its own pair. Weight decay skips biases, LayerNorm and embedding parameters; empty
+        groups are dropped."""
         core = unwrap(model)
-        projector = {id(p) for p in core.mm_projector.parameters()}
+        part = {id(p): "projector" for p in core.mm_projector.parameters()}
+        if self.vision_lr is not None:
+            part.update({id(p): "vision" for p in core.vision_tower.parameters()})
+        lrs = {"projector": self.projector_lr, "vision": self.vision_lr, "rest": self.lr}
         no_decay = {
             id(p)
             for m in core.modules()
             if isinstance(m, nn.LayerNorm | nn.Embedding)
             for p in m.parameters(recurse=False)
         }
-        groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+        groups: dict[tuple[str, bool], list[nn.Parameter]] = {}
         for name, p in model.named_parameters():
-            if not p.requires_grad:
-                continue
-            decay = id(p) not in no_decay and not name.endswith("bias")
-            groups.setdefault((id(p) in projector, decay), []).append(p)
-        out = []
-        for (is_projector, decay), params in sorted(groups.items()):
-            out.append(
-                {
-                    "params": params,
-                    "lr": self.projector_lr if is_projector else self.lr,
-                    "weight_decay": self.weight_decay if decay else 0.0,
-                    "name": f"{'projector' if is_projector else 'rest'}/{'decay' if decay else 'no_decay'}",
-                }
-            )
-        return out
+            if p.requires_grad:
+                decay = id(p) not in no_decay and not name.endswith("bias")
+                groups.setdefault((part.get(id(p), "rest"), decay), []).append(p)
+        return [
+            {
+                "params": params,
+                "lr": lrs[which],
+                "weight_decay": self.weight_decay if decay else 0.0,
+                "name": f"{which}/{'decay' if decay else 'no_decay'}",
+            }
+            for (which, decay), params in sorted(groups.items())
+        ]
 
     def report(self, model: nn.Module) -> dict[str, dict[str, Any]]:
         """``{module: {"mode", "trainable", "frozen"}}`` parameter counts for the tower, projector and LM
@@ -221,8 +226,8 @@ class Stage:
     def log_report(self, model: nn.Module) -> dict[str, dict[str, Any]]:
         rows = self.report(model)
         log.info(
-            "stage %s: template %s, lr %g, projector lr %g, weight decay %g",
-            self.name, self.template, self.lr, self.projector_lr, self.weight_decay,
+            "stage %s: template %s, lr %g, projector lr %g, vision lr %s, weight decay %g",
+            self.name, self.template, self.lr, self.projector_lr, self.vision_lr or "=lr", self.weight_decay,
         )  # fmt: skip
         for name, row in rows.items():
             log.info(
