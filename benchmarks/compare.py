@@ -68,8 +68,6 @@ class Run:
 
     @property
     def threshold_class(self) -> str:
-        if self.identity.get("runtime") == "native":
-            return "llama.cpp-native (quantized thresholds)"
         return "near-lossless" if self.near_lossless else "quantized"
 
     def samples(self, benchmark: str) -> dict[str, dict[str, Any]]:
