@@ -59,6 +59,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--rebuild", action="store_true", help="rebuild the random model and re-export")
     parser.add_argument("--seed", type=int, help="seed of the random weights and images (default 0)")
+    parser.add_argument(
+        "--rerender",
+        action="store_true",
+        help="rewrite the report in --out from its speed.json (no measuring)",
+    )
+    parser.add_argument(
+        "--fresh-processes",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="each runtime in a newly spawned interpreter: exact peak RSS (default; --tiny forks from a "
+        "preloaded server instead, which starts faster but misses ~100 MB of import-time pages)",
+    )
 
 
 def build_configs(args: argparse.Namespace) -> list:
@@ -95,6 +107,8 @@ def build_configs(args: argparse.Namespace) -> list:
         overrides["profiles"] = _csv(args.profiles)
     if args.no_torch:
         overrides["measure_torch"] = False
+    if args.fresh_processes is not None:
+        overrides["fresh_processes"] = args.fresh_processes
     presets = _csv(args.preset) if args.preset else (("imp-tiny",) if args.tiny else ("imp-v1-3b",))
     if args.checkpoint:
         if len(presets) != 1:
@@ -107,11 +121,13 @@ def build_configs(args: argparse.Namespace) -> list:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from benchmarks.speed.bench import run_speed_benchmark
+    from benchmarks.speed.bench import rerender, run_speed_benchmark
     from benchmarks.speed.report import busy, fmt, met_text
 
-    configs = build_configs(args)
-    results = run_speed_benchmark(configs, Path(args.out))
+    if args.rerender:
+        results = rerender(Path(args.out))
+    else:
+        results = run_speed_benchmark(build_configs(args), Path(args.out))
     m = results["machine"]
     print(
         f"\n{m['cpu']}, {m['cores_usable']} cores, {m['memory_gb']} GB; bandwidth "

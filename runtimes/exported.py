@@ -74,7 +74,9 @@ class ExportedRuntime(Runtime):
         )
         model = manifest["model"]
         self._manifest_sha256 = hashlib.sha256((self.bundle / MANIFEST_FILE).read_bytes()).hexdigest()
-        self.context_length = int(context_length or min(prof.context_length or 1 << 30, model["context_length"]))
+        self.context_length = int(
+            context_length or min(prof.context_length or 1 << 30, model["context_length"])
+        )
         self.threads = threads or prof.threads
         if memory_budget_mb is not None:
             estimate = estimate_memory(

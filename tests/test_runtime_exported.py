@@ -88,12 +88,28 @@ def test_undecodable_image_and_too_many_images(tiny_bundle, images, tmp_path):
 
 def test_chat_and_info_cli(tiny_bundle, images):
     chat = subprocess.run(
-        [sys.executable, "-m", "impvlm.cli", "chat", str(tiny_bundle), "--image", str(images[0]), QUESTIONS[0],
-         "--lm", "q8_0", "--timings", "--max-new-tokens", "5"],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "impvlm.cli",
+            "chat",
+            str(tiny_bundle),
+            "--image",
+            str(images[0]),
+            QUESTIONS[0],
+            "--lm",
+            "q8_0",
+            "--timings",
+            "--max-new-tokens",
+            "5",
+        ],
+        capture_output=True,
+        text=True,
     )
     assert chat.returncode == 0, chat.stderr
     assert "decode" in chat.stderr
-    info = subprocess.run([sys.executable, "-m", "impvlm.cli", "info", str(tiny_bundle)], capture_output=True, text=True)
+    info = subprocess.run(
+        [sys.executable, "-m", "impvlm.cli", "info", str(tiny_bundle)], capture_output=True, text=True
+    )
     assert info.returncode == 0, info.stderr
     assert "q4_k_m" in info.stdout

@@ -125,3 +125,22 @@ def test_export_is_cached(speed_run):
     again = prepare_model(SpeedConfig.tiny(cache=cache))
     assert not again.built_now and not again.exported_now
     assert str(again.folder) == s["export"]["cache_entry"]
+
+
+def test_isolated_children():
+    import os
+
+    from benchmarks.speed.isolate import WorkerFailed, run_isolated
+
+    for fresh in (False, True):
+        assert run_isolated(os.getpid, fresh=fresh) != os.getpid()
+    with pytest.raises(WorkerFailed, match="ValueError"):
+        run_isolated(int, "not a number")
+
+
+def test_rerender_rewrites_the_report_without_measuring(speed_run):
+    out, _, results, _ = speed_run
+    (out / "speed.md").unlink()
+    assert main(["bench-speed", "--rerender", "--out", str(out)]) == 0
+    again = json.loads((out / "speed.json").read_text())
+    assert again["created"] == results["created"] and (out / "speed.md").is_file()

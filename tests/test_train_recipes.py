@@ -71,6 +71,10 @@ def test_upstream_recipe_numbers():
 def test_overrides_are_typed_and_checked():
     r = load_recipe("tiny-lora", ["train.lr=3e-4", "data.limit=10", "train.deepspeed=null", "lora.r=8"])
     assert r.train.lr == 3e-4 and r.data.limit == 10 and r.lora.r == 8
+    r = load_recipe("tiny-lora", {"data.path": ["a.json", "b.json"]})
+    assert r.data.paths == ["a.json", "b.json"]
+    with pytest.raises(ConfigError, match="data.path must be"):
+        load_recipe("tiny-lora", {"data.path": ["a.json", 3]})
     r = load_recipe("tiny-warmup", {"data.root": "/x/world"})
     assert r.model.tokenizer == "/x/world/tokenizer"  # ${data.root} interpolation
     with pytest.raises(ConfigError, match="unknown recipe key 'train.lrr'"):

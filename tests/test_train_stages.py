@@ -30,7 +30,7 @@ def stage(kind: str, vision: str | None = None, lr: float = 1e-3, projector_lr: 
         projector_lr=projector_lr,
         weight_decay=0.1,
         lora=LoraSpec(r=4, alpha=8, dropout=0.0) if k.language_model == "lora" else None,
-        data_path="x.json",
+        data_paths=("x.json",),
         image_root=".",
     )
 
@@ -135,9 +135,9 @@ def test_lora_groups_hold_only_trainable_params():
 def test_invalid_stages_are_config_errors():
     k = get_stage_kind("pretrain")
     with pytest.raises(ConfigError, match="trains nothing"):
-        Stage(k, "frozen", "frozen", "frozen", "plain", 1e-3, 1e-3, 0.0, None, "x", ".")
+        Stage(k, "frozen", "frozen", "frozen", "plain", 1e-3, 1e-3, 0.0, None, ("x",), ".")
     with pytest.raises(ConfigError, match="no LoRA settings"):
-        Stage(get_stage_kind("lora"), "frozen", "full", "lora", "phi2", 1e-3, 1e-3, 0.0, None, "x", ".")
+        Stage(get_stage_kind("lora"), "frozen", "full", "lora", "phi2", 1e-3, 1e-3, 0.0, None, ("x",), ".")
     with pytest.raises(ConfigError, match="unknown stage"):
         get_stage_kind("stage3")
     with pytest.raises(ConfigError, match="LoRA settings"):

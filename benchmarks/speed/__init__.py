@@ -14,4 +14,14 @@ Modules, in the order a run uses them:
 
 Entry point: :func:`benchmarks.speed.bench.run_speed_benchmark` (``imp bench-speed``). Heavy
 dependencies are imported inside functions, so importing this package is cheap.
+
+The real-size measurement (run it alone on the machine; everything is measured in one invocation)::
+
+    imp bench-speed --preset imp-v1-3b                      # -> work/bench-speed/speed.{json,md}, speed-imp-v1-3b.png
+    imp bench-speed --preset imp-v1-3b,imp-v1.5-3b-196      # both Imp variants, one report
+
+The first run builds the random fp16 checkpoint (6 GB) and exports it (ONNX fp32/fp16/int8 + GGUF
+f16/q8_0/q4_k_m/q4_0, 14 GB) into ``work/bench-speed-cache/`` (about 20 GB of disk per preset; the
+export needs ~18 GB of free RAM, the PyTorch fp32 runtime ~14 GB); later runs reuse the cache.
+``--tiny`` runs the same code on ``imp-tiny`` in about a minute (the test suite does).
 """

@@ -19,6 +19,7 @@ from typing import Any
 
 from benchmarks.speed.config import SpeedConfig
 from benchmarks.speed.isolate import WorkerFailed, run_isolated
+from impvlm.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,34 @@ def run_speed_benchmark(
     return results
 
 
+def rerender(out: Path) -> dict[str, Any]:
+    """Recompute the analysis and rewrite the report of a finished run from its ``speed.json``
+    (nothing is measured again)."""
+    import json
+
+    from benchmarks.speed.analysis import analyze
+    from benchmarks.speed.report import JSON_FILE, write_report
+
+    path = Path(out) / JSON_FILE
+    if not path.is_file():
+        raise ConfigError(f"{path} does not exist: nothing to re-render")
+    results = json.loads(path.read_text())
+    for preset, section in results["models"].items():
+        raw = section["raw"]
+        results["models"][preset] = analyze(raw, results["limits"], config_from_dict(raw["config"]))
+    results["paths"] = {k: str(v) for k, v in write_report(results, Path(out)).items()}
+    return results
+
+
+def config_from_dict(data: dict[str, Any]) -> SpeedConfig:
+    """The :class:`SpeedConfig` a ``speed.json`` recorded."""
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+    values["cache"] = Path(values["cache"])
+    if values.get("checkpoint"):
+        values["checkpoint"] = Path(values["checkpoint"])
+    return SpeedConfig(**values)
+
+
 def measure_preset(config: SpeedConfig, out: Path) -> dict[str, Any]:
     """Prepare (or reuse) the model and bundle of ``config``, then run every worker."""
     from benchmarks.speed.model import prepare_model
@@ -103,55 +132,63 @@ def measure_preset(config: SpeedConfig, out: Path) -> dict[str, Any]:
         "exported": {},
         "vision_variants": {},
         "profiles": {},
+        "memory_probes": None,
         "errors": [],
     }
-    tasks: list[tuple[str, Callable[[], Any], Callable[[Any], None]]] = []
+    # each runtime in a process of its own (fresh: exact peak RSS); the memory probes start their own
+    jobs: list[tuple[str, Callable[..., Any], tuple[Any, ...], tuple[str, ...]]] = []
     if config.measure_torch:
-        tasks.append(
-            ("torch fp32", lambda: run_isolated(measure_torch, spec), lambda r: raw.__setitem__("torch", r))
-        )
-    quants = [config.deploy_lm, *(q for q in config.all_quants if q != config.deploy_lm)]
-    for q in quants:
+        jobs.append(("torch fp32", measure_torch, (spec,), ("torch",)))
+    dv = config.deploy_vision
+    for q in [config.deploy_lm, *(q for q in config.all_quants if q != config.deploy_lm)]:
         deploy = q == config.deploy_lm
-        sweep = config.sweep_threads if deploy else ()
-        tasks.append(
-            (
-                f"exported {q} + {config.deploy_vision}",
-                lambda q=q, deploy=deploy, sweep=sweep: run_isolated(
-                    measure_exported, spec, q, config.deploy_vision, deploy, sweep
-                ),
-                lambda r, q=q: raw["exported"].__setitem__(q, r),
-            )
-        )
-    for v in config.vision:
-        if v == config.deploy_vision:
-            continue
-        tasks.append(
-            (
-                f"vision {v} (+ {config.deploy_lm})",
-                lambda v=v: run_isolated(measure_vision_variant, spec, config.deploy_lm, v),
-                lambda r, v=v: raw["vision_variants"].__setitem__(v, r),
-            )
-        )
+        args = (spec, q, dv, deploy, config.sweep_threads if deploy else ())
+        jobs.append((f"exported {q} + {dv}", measure_exported, args, ("exported", q)))
+    for v in (v for v in config.vision if v != dv):
+        label = f"vision {v} (+ {config.deploy_lm})"
+        jobs.append((label, measure_vision_variant, (spec, config.deploy_lm, v), ("vision_variants", v)))
     for name in config.profiles:
-        tasks.append(
-            (
-                f"profile {name}",
-                lambda name=name: run_isolated(measure_profile, spec, name),
-                lambda r, name=name: raw["profiles"].__setitem__(name, r),
-            )
-        )
-    for i, (label, call, store) in enumerate(tasks, 1):
-        log.info("[%s %d/%d] %s", config.preset, i, len(tasks), label)
+        jobs.append((f"profile {name}", measure_profile, (spec, name), ("profiles", name)))
+    jobs.append(("memory probes", measure_memory_probes, (config, spec, manifest), ("memory_probes",)))
+    for i, (label, fn, args, where) in enumerate(jobs, 1):
+        log.info("[%s %d/%d] %s", config.preset, i, len(jobs), label)
         t0 = time.perf_counter()
         try:
-            store(call())
+            if fn is measure_memory_probes:
+                result = fn(*args)
+            else:
+                result = run_isolated(fn, *args, fresh=config.fresh_processes)
         except WorkerFailed as exc:
             log.error("%s failed: %s", label, exc)
             raw["errors"].append({"task": label, "error": str(exc)})
-        log.info("[%s %d/%d] %s done in %.1fs", config.preset, i, len(tasks), label, time.perf_counter() - t0)
+        else:
+            target = raw
+            for key in where[:-1]:
+                target = target[key]
+            target[where[-1]] = result
+        log.info("[%s %d/%d] %s done in %.1fs", config.preset, i, len(jobs), label, time.perf_counter() - t0)
     raw["seconds"] = round(time.perf_counter() - started, 1)
     return raw
+
+
+def measure_memory_probes(config: SpeedConfig, spec: Any, manifest: dict[str, Any]) -> dict[str, Any]:
+    """What the exported runtime's memory is made of, and what other settings would save (each in its
+    own process): imports without torch, llama.cpp loading modes, ONNX Runtime with / without weight
+    prepacking."""
+    from benchmarks.speed.workers import probe_lean_imports_mb, probe_llama_model_mb, probe_onnx_session_mb
+
+    bundle = Path(spec.bundle)
+    gguf = str(bundle / manifest["lm"][config.deploy_lm]["file"])
+    out: dict[str, Any] = {"lean_imports_mb": probe_lean_imports_mb(), "llama": {}, "onnx": {}}
+    for mode in ("default", "no_mmap", "no_repack"):
+        out["llama"][mode] = run_isolated(probe_llama_model_mb, gguf, mode)
+    for v in config.vision:
+        path = str(bundle / manifest["vision"][v]["file"])
+        out["onnx"][v] = {
+            "default": run_isolated(probe_onnx_session_mb, path, config.threads, True),
+            "no_prepack": run_isolated(probe_onnx_session_mb, path, config.threads, False),
+        }
+    return out
 
 
 def _manifest_facts(manifest: dict[str, Any]) -> dict[str, Any]:

@@ -62,6 +62,8 @@ class SpeedConfig:
         bandwidth_mb: size of each array of the memory-bandwidth copy.
         tokenizer_vocab: BPE size trained for a random model (the LM keeps the preset's rows).
         validate_export: run the bundle's parity checks when exporting (slow at real size).
+        fresh_processes: measure each runtime in a newly spawned interpreter (exact peak RSS, pays
+            the imports per runtime); False forks from a preloaded server (``--tiny``).
     """
 
     preset: str = "imp-v1-3b"
@@ -85,6 +87,7 @@ class SpeedConfig:
     validate_export: bool = False
     rebuild: bool = False
     measure_torch: bool = True
+    fresh_processes: bool = True
 
     def __post_init__(self) -> None:
         from runtimes.profiles import PROFILES
@@ -126,6 +129,7 @@ class SpeedConfig:
             questions_per_image=2,
             bandwidth_mb=256,
             tokenizer_vocab=1024,
+            fresh_processes=False,
         )
         values.update(overrides)
         return cls(**values)

@@ -1,9 +1,16 @@
 """Run one measurement in its own process, so its peak memory is its own and nothing leaks between runs.
 
-Children are forked from a *forkserver* that has already imported torch, transformers, ONNX Runtime
-and the runtimes (never run them), so a child starts in a fraction of a second instead of paying
-the imports again, and its peak RSS includes exactly what a user process that imports
-``runtimes.exported`` carries. Every child serves one call and exits.
+Two kinds of child, both serving one call and exiting:
+
+- ``fresh=True`` (*spawn*): a new interpreter that imports what the measurement needs, exactly like
+  a user's process; its peak RSS is the one a user sees. Costs the imports (seconds) per child.
+- ``fresh=False`` (*forkserver*): forked from a server that has already imported torch,
+  transformers, ONNX Runtime and the runtimes (never run them), so a child starts in a fraction of a
+  second. Its RSS misses the file-backed pages touched only while importing (fork does not copy
+  them; ~100 MB), so quick runs (``--tiny``) and non-memory steps use it.
+
+Both re-import the caller's main module, as :mod:`multiprocessing` does: a script that calls this
+must guard its entry point with ``if __name__ == "__main__":`` (the ``imp`` command does).
 """
 
 from __future__ import annotations
@@ -29,12 +36,14 @@ class WorkerFailed(ImpError):
     """An isolated measurement raised or its process died (e.g. killed for memory)."""
 
 
-def _context() -> Any:
-    if "ctx" not in _CONTEXT:
+def _context(fresh: bool) -> Any:
+    if fresh:
+        return multiprocessing.get_context("spawn")
+    if "forkserver" not in _CONTEXT:
         ctx = multiprocessing.get_context("forkserver")
         ctx.set_forkserver_preload(PRELOAD)
-        _CONTEXT["ctx"] = ctx
-    return _CONTEXT["ctx"]
+        _CONTEXT["forkserver"] = ctx
+    return _CONTEXT["forkserver"]
 
 
 def _call(fn: Callable[..., T], args: tuple[Any, ...], level: int) -> T:
@@ -46,11 +55,11 @@ def _call(fn: Callable[..., T], args: tuple[Any, ...], level: int) -> T:
     return fn(*args)
 
 
-def run_isolated(fn: Callable[..., T], *args: Any) -> T:
-    """``fn(*args)`` in a fresh child process; its exception (or death) becomes :class:`WorkerFailed`."""
+def run_isolated(fn: Callable[..., T], *args: Any, fresh: bool = False) -> T:
+    """``fn(*args)`` in a child process of its own; its exception (or death) becomes :class:`WorkerFailed`."""
     level = logging.getLogger().getEffectiveLevel()
     name = getattr(fn, "__name__", str(fn))
-    with ProcessPoolExecutor(max_workers=1, mp_context=_context()) as pool:
+    with ProcessPoolExecutor(max_workers=1, mp_context=_context(fresh)) as pool:
         future = pool.submit(_call, fn, args, level)
         try:
             return future.result()

@@ -6,6 +6,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from benchmarks.speed.analysis import RSS_TARGET_MIN_PARAMS
+from benchmarks.speed.config import TARGETS
+
 JSON_FILE = "speed.json"
 MD_FILE = "speed.md"
 
@@ -259,19 +262,34 @@ def preset_markdown(preset: str, s: dict[str, Any]) -> list[str]:
         "### Peak memory (each runtime in its own process)",
         "",
         table(
-            ["runtime", "peak RSS MB", "process before load MB", "weights MB", "KV cache MB", "rest MB"],
+            [
+                "runtime",
+                "peak RSS MB",
+                "imports MB",
+                "+ load",
+                "+ vision run",
+                "+ first answer",
+                "transient",
+                "GGUF / ONNX file MB",
+                "llama.cpp KV / compute / repack MiB",
+            ],
             [
                 [
                     r["runtime"],
                     fmt(r["peak_rss_mb"], 0),
                     fmt(r["baseline_rss_mb"], 0),
-                    fmt(r["weights_mb"], 0),
-                    fmt(r["kv_cache_mb"], 0),
-                    fmt(r["other_mb"], 0),
+                    *(fmt(r["growth_mb"].get(k), 0) for k in ("load", "vision", "first_answer")),
+                    fmt(r["transient_mb"], 0),
+                    f"{fmt(r['lm_file_mb'], 0)} / {fmt(r['vision_file_mb'], 0)}",
+                    f"{fmt(r['llama_kv_mib'], 0)} / {fmt(r['llama_compute_mib'], 0)} / {fmt(r['llama_repack_mib'], 0)}",
                 ]
                 for r in s["memory"]
             ],
         ),
+        "",
+        "RSS counts the mmapped GGUF pages once they are read. `+ stage` is the growth of the process's RSS "
+        "over that stage.",
+        *probes_markdown(s.get("memory_probes")),
     ]
     if s["sweep"]:
         lines += [
@@ -322,6 +340,33 @@ def preset_markdown(preset: str, s: dict[str, Any]) -> list[str]:
     return lines
 
 
+def probes_markdown(probes: dict[str, Any] | None) -> list[str]:
+    """The memory probes: each component alone, with the default and the leaner setting."""
+    if not probes:
+        return []
+    rows = [
+        ["imports of the exported runtime without torch/transformers", fmt(probes["lean_imports_mb"], 0), ""]
+    ]
+    for mode, r in (probes.get("llama") or {}).items():
+        note = f"CPU_REPACK {fmt(r.get('repack_mib'), 0)} MiB" if r.get("repack_mib") else ""
+        rows.append([f"llama.cpp model load, {mode.replace('_', ' ')}", fmt(r["rss_growth_mb"], 0), note])
+    for precision, modes in (probes.get("onnx") or {}).items():
+        for mode, r in modes.items():
+            rows.append(
+                [
+                    f"ONNX Runtime vision {precision}, {'prepacked weights' if mode == 'default' else 'no prepacking'}",
+                    fmt(r["rss_growth_mb"], 0),
+                    f"batch-1 run {fmt(r['run_s'], 2)} s",
+                ]
+            )
+    return [
+        "",
+        "Memory probes (each component alone, in its own process):",
+        "",
+        table(["component", "MB", "note"], rows),
+    ]
+
+
 # ------------------------------------------------------------------------------------ chart
 def write_chart(s: dict[str, Any], path: Path, preset: str, machine: dict[str, Any]) -> Path:
     import matplotlib
@@ -329,7 +374,7 @@ def write_chart(s: dict[str, Any], path: Path, preset: str, machine: dict[str, A
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, 2, figsize=(13, 9))
+    fig, axes = plt.subplots(3, 2, figsize=(13, 13))
     fig.suptitle(f"{preset} on {machine['cpu']} ({machine['cores_usable']} cores, {machine['memory_gb']} GB)")
 
     ax = axes[0][0]
@@ -408,6 +453,28 @@ def write_chart(s: dict[str, Any], path: Path, preset: str, machine: dict[str, A
         ax.legend(loc="upper left", fontsize=8)
         ax2.legend(loc="lower right", fontsize=8)
     ax.set_title("thread sweep (exported deployment pair)")
+
+    ax = axes[2][0]
+    mem = s["memory"]
+    labels = [r["runtime"] for r in mem]
+    left = [r["baseline_rss_mb"] for r in mem]
+    ax.barh(labels, left, color="tab:gray", label="imports")
+    for stage, colour in (("load", "tab:blue"), ("vision", "tab:green"), ("first_answer", "tab:orange")):
+        vals = [max(0.0, r["growth_mb"].get(stage) or 0.0) for r in mem]
+        ax.barh(labels, vals, left=left, color=colour, label=f"+ {stage.replace('_', ' ')}")
+        left = [a + b for a, b in zip(left, vals)]
+    ax.scatter([r["peak_rss_mb"] for r in mem], labels, marker="|", s=300, color="black", label="peak")
+    if (s["model"]["lm_parameters"] or 0) >= RSS_TARGET_MIN_PARAMS:
+        ax.axvline(TARGETS["rss_3b"].goal, color="red", linestyle="--", linewidth=1, label="target (3B)")
+    ax.set_title("peak RSS by stage (MB, each runtime in its own process)")
+    ax.legend(fontsize=7)
+
+    ax = axes[2][1]
+    tp = s["throughput"]
+    ax.bar(
+        [r["runtime"].split(",")[0] for r in tp], [r["questions_per_minute"] for r in tp], color="tab:cyan"
+    )
+    ax.set_title("benchmark throughput (questions / minute, higher is better)")
 
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

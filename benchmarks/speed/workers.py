@@ -201,6 +201,30 @@ class Protocol:
         return record
 
 
+class MemoryStages:
+    """RSS of this process before the runtime exists, then after each stage, and the peak so far.
+
+    The worker is a fresh process, so ``ru_maxrss`` (:func:`runtimes.base.peak_rss_mb`) is this
+    runtime's own peak; the stage figures say which stage grew it.
+    """
+
+    def __init__(self) -> None:
+        self.baseline = current_rss_mb()
+        self.after: dict[str, float] = {}
+
+    def mark(self, stage: str) -> None:
+        self.after[stage] = current_rss_mb()
+
+    def to_dict(self) -> dict[str, Any]:
+        from runtimes.base import peak_rss_mb
+
+        return {
+            "baseline_rss_mb": self.baseline,
+            "rss_after_mb": dict(self.after),
+            "peak_rss_mb": peak_rss_mb(),
+        }
+
+
 # ------------------------------------------------------------------------------------ llama.cpp
 class LlamaLogGrep(logging.Handler):
     """Reads what llama.cpp says about the context it made (through ``export.llama_cpp``'s log)."""
@@ -210,6 +234,10 @@ class LlamaLogGrep(logging.Handler):
         "n_batch": re.compile(r"llama_context: n_batch\s+=\s+(\d+)"),
         "n_ubatch": re.compile(r"llama_context: n_ubatch\s+=\s+(\d+)"),
         "flash_attn": re.compile(r"Flash Attention (enabled|disabled)"),
+        "kv_buffer_mib": re.compile(r"KV buffer size\s+=\s+([\d.]+) MiB"),
+        "compute_buffer_mib": re.compile(r"compute buffer size\s+=\s+([\d.]+) MiB"),
+        "output_buffer_mib": re.compile(r"output buffer size\s+=\s+([\d.]+) MiB"),
+        "repack_mib": re.compile(r"CPU_REPACK model buffer size\s+=\s+([\d.]+) MiB"),
     }
 
     def __init__(self) -> None:
@@ -222,7 +250,10 @@ class LlamaLogGrep(logging.Handler):
             m = pattern.search(text)
             if m and key not in self.found:
                 value = m.group(1)
-                self.found[key] = value == "enabled" if key == "flash_attn" else int(value)
+                if key == "flash_attn":
+                    self.found[key] = value == "enabled"
+                else:
+                    self.found[key] = float(value) if key.endswith("_mib") else int(value)
 
     def __enter__(self) -> LlamaLogGrep:
         self._logger = logging.getLogger("export.llama_cpp")
@@ -297,22 +328,24 @@ def measure_limits(bandwidth_mb: int, thread_counts: Sequence[int]) -> dict[str,
 
 def measure_torch(spec: WorkerSpec) -> dict[str, Any]:
     """PyTorch fp32 (``TorchRuntime``): vision, first / second answers, throughput nothing reused."""
-    from runtimes.base import peak_rss_mb
     from runtimes.torch_runtime import TorchRuntime
 
-    baseline = current_rss_mb()
+    stages = MemoryStages()
     started = time.perf_counter()
     rt = TorchRuntime(spec.checkpoint, device="cpu", dtype="fp32", threads=spec.threads)
     load_s = time.perf_counter() - started
+    stages.mark("load")
     try:
         p = Protocol(rt, spec)
         vision = p.vision("torch-fp32")
+        stages.mark("vision")
         p.warm()
+        stages.mark("first_answer")
         firsts, seconds = [], []
         for r in range(spec.runs):
             firsts.append(p.first(spec.warmup + r))
             seconds.append(p.second(spec.warmup + r))
-        rss = peak_rss_mb()
+        memory = stages.to_dict()
         throughput = p.throughput(reuse=False)
         return {
             "runtime": rt.identity(),
@@ -321,7 +354,7 @@ def measure_torch(spec: WorkerSpec) -> dict[str, Any]:
             "first": collect(firsts, FIRST_KEYS),
             "second": collect(seconds, FIRST_KEYS),
             "throughput": throughput,
-            "memory": {"baseline_rss_mb": baseline, "peak_rss_mb": rss, "peak_rss_mb_end": peak_rss_mb()},
+            "memory": memory,
         }
     finally:
         rt.close()
@@ -345,21 +378,19 @@ def measure_exported(
     Peak RSS is read before bare llama.cpp is loaded; then runtime and bare runs alternate. The
     deployment pair also runs the throughput set (with reuse) and the thread sweep.
     """
-    from runtimes.base import peak_rss_mb
 
-    baseline = current_rss_mb()
+    stages = MemoryStages()
     rt, context, load_s = open_exported(spec, spec.threads, lm=lm, vision=vision)
+    stages.mark("load")
     out: dict[str, Any] = {"runtime": rt.identity(), "load_s": load_s, "llama_context": context}
     bare = None
     try:
         p = Protocol(rt, spec)
         out["vision"] = p.vision(f"onnx-{vision}") if deploy else None
+        stages.mark("vision")
         warm = p.warm()
-        out["memory"] = {
-            "baseline_rss_mb": baseline,
-            "peak_rss_mb": peak_rss_mb(),
-            "rss_mb": current_rss_mb(),
-        }
+        stages.mark("first_answer")
+        out["memory"] = stages.to_dict()
         bare = BareLlama(
             Path(spec.bundle) / rt.manifest["lm"][lm]["file"],
             threads=spec.threads,
@@ -411,21 +442,17 @@ def sweep_point(spec: WorkerSpec, threads: int, lm: str, vision: str) -> dict[st
 
 def measure_vision_variant(spec: WorkerSpec, lm: str, vision: str) -> dict[str, Any]:
     """An ONNX vision precision (with the deployment LM): encode ms, features, and the pair's peak RSS."""
-    from runtimes.base import peak_rss_mb
-
-    baseline = current_rss_mb()
-    rt, _, load_s = open_exported(spec, spec.threads, lm=lm, vision=vision)
+    stages = MemoryStages()
+    rt, context, load_s = open_exported(spec, spec.threads, lm=lm, vision=vision)
+    stages.mark("load")
     try:
         p = Protocol(rt, spec)
-        out = {"runtime": rt.identity(), "load_s": load_s, "vision": p.vision(f"onnx-{vision}")}
-        p.warm()
-        first = p.first(spec.warmup)
-        out["first"] = collect([first], FIRST_KEYS)
-        out["memory"] = {
-            "baseline_rss_mb": baseline,
-            "peak_rss_mb": peak_rss_mb(),
-            "rss_mb": current_rss_mb(),
-        }
+        out = {"runtime": rt.identity(), "load_s": load_s, "llama_context": context}
+        out["vision"] = p.vision(f"onnx-{vision}")
+        stages.mark("vision")
+        out["first"] = collect([p.warm()], FIRST_KEYS)
+        stages.mark("first_answer")
+        out["memory"] = stages.to_dict()
         return out
     finally:
         rt.close()
@@ -433,26 +460,88 @@ def measure_vision_variant(spec: WorkerSpec, lm: str, vision: str) -> dict[str, 
 
 def measure_profile(spec: WorkerSpec, profile: str) -> dict[str, Any]:
     """A device profile exactly as ``imp chat --profile`` loads it (its threads, precisions, context)."""
-    from runtimes.base import peak_rss_mb
-
-    baseline = current_rss_mb()
+    stages = MemoryStages()
     rt, context, load_s = open_exported(spec, None, profile=profile)
+    stages.mark("load")
     try:
         p = Protocol(rt, spec)
         out: dict[str, Any] = {"runtime": rt.identity(), "load_s": load_s, "llama_context": context}
         out["vision"] = p.vision()
+        stages.mark("vision")
         p.warm()
+        stages.mark("first_answer")
         firsts, seconds = [], []
         for r in range(spec.runs):
             firsts.append(p.first(spec.warmup + r))
             seconds.append(p.second(spec.warmup + r))
         out["first"] = collect(firsts, FIRST_KEYS)
         out["second"] = collect(seconds, FIRST_KEYS)
-        out["memory"] = {
-            "baseline_rss_mb": baseline,
-            "peak_rss_mb": peak_rss_mb(),
-            "rss_mb": current_rss_mb(),
-        }
+        out["memory"] = stages.to_dict()
         return out
     finally:
         rt.close()
+
+
+# ------------------------------------------------------------------------------------ memory probes
+#: What a process that runs only the exported runtime has to import (no torch, no transformers).
+LEAN_IMPORTS = "import numpy, PIL.Image, tokenizers, onnxruntime, llama_cpp"
+
+
+def probe_lean_imports_mb() -> float:
+    """RSS of a fresh interpreter that imports only what the exported runtime uses (subprocess)."""
+    import subprocess
+    import sys
+
+    code = f"{LEAN_IMPORTS}; import psutil; print(psutil.Process().memory_info().rss / 2**20)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(done.stdout.strip().splitlines()[-1])
+
+
+def probe_llama_model_mb(path: str, mode: str) -> dict[str, Any]:
+    """RSS growth while llama.cpp loads a GGUF: ``default`` (mmap + weight repacking), ``no_mmap``
+    (read into memory) or ``no_repack`` (mmap, no CPU_REPACK copies)."""
+    from export.llama_session import llama_cpp_module
+    from runtimes.base import peak_rss_mb
+
+    lib = llama_cpp_module()
+    before = current_rss_mb()
+    params = lib.llama_model_default_params()
+    if mode == "no_mmap":
+        params.load_mode = lib.LLAMA_LOAD_MODE_NONE
+    elif mode == "no_repack":
+        params.use_extra_bufts = False
+    with LlamaLogGrep() as grep:
+        model = lib.llama_model_load_from_file(path.encode(), params)
+    try:
+        return {
+            "mode": mode,
+            "rss_growth_mb": peak_rss_mb() - before,
+            "repack_mib": grep.found.get("repack_mib"),
+        }
+    finally:
+        lib.llama_model_free(model)
+
+
+def probe_onnx_session_mb(path: str, threads: int, prepack: bool) -> dict[str, Any]:
+    """RSS growth of an ONNX Runtime session of the vision graph and one batch-1 run."""
+    import onnxruntime as ort
+
+    from runtimes.base import peak_rss_mb
+
+    before = current_rss_mb()
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    if not prepack:
+        options.add_session_config_entry("session.disable_prepacking", "1")
+    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    loaded = current_rss_mb() - before
+    inp = session.get_inputs()[0]
+    size = int(inp.shape[-1])
+    started = time.perf_counter()
+    session.run(None, {inp.name: np.zeros((1, 3, size, size), np.float32)})
+    return {
+        "prepack": prepack,
+        "session_mb": loaded,
+        "rss_growth_mb": peak_rss_mb() - before,
+        "run_s": time.perf_counter() - started,
+    }

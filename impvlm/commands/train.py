@@ -123,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
             from impvlm.train.evaluate import exact_accuracy, format_accuracy
 
             last = recipes[-1]
-            data_path = Path(last.data.root or ".") / last.data.path
+            data_path = Path(last.data.root or ".") / last.data.paths[0]
             eval_json = Path(args.eval_json) if args.eval_json else data_path.parent / "eval.json"
             result = exact_accuracy(merged, eval_json, limit=args.eval_limit, progress=True)
             print(format_accuracy(result))

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -186,15 +185,6 @@ class ConversationDataset(Dataset):
             )
         if not self.records:
             raise DataError(f"{source}: no usable records")
-
-    @classmethod
-    def from_file(
-        cls, path: str | Path, image_root: str | Path | None = None, **kwargs: Any
-    ) -> ConversationDataset:
-        """Open a JSON file; ``image_root`` defaults to the file's folder."""
-        path = Path(path)
-        root = Path(image_root) if image_root is not None else path.parent
-        return cls(read_records(path), root, source=str(path), **kwargs)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -355,8 +345,3 @@ class ModalityLengthGroupedSampler(Sampler[int]):
         batch_order = torch.randperm(len(batches), generator=rng).tolist()
         out = [i for b in batch_order for i in batches[b]]
         return out + leftovers  # the mixed remainder comes last, as in LLaVA
-
-
-def num_update_steps(num_samples: int, global_batch: int, epochs: float) -> int:
-    """Optimizer steps for ``epochs`` passes over ``num_samples`` at ``global_batch`` samples a step."""
-    return max(1, math.ceil(num_samples * epochs / global_batch))

@@ -19,16 +19,14 @@ folders, from their ``config.json`` filled from ``language_model`` (a Phi-2 fold
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import time
 from pathlib import Path
-from typing import Any
 
 from impvlm.checkpoint import save_checkpoint
 from impvlm.errors import CheckpointError
 from impvlm.modeling import ImpForCausalLM
+from impvlm.train.atomic import write_json_atomic
 from impvlm.train.weights import (
     PROJECTOR_WEIGHTS,
     apply_lora_dir,
@@ -143,11 +141,3 @@ def _starting_model(
 
 def _has_tokenizer(folder: Path) -> bool:
     return folder.is_dir() and ((folder / "tokenizer.json").is_file() or (folder / "vocab.json").is_file())
-
-
-def write_json_atomic(path: Path, data: Any) -> Path:
-    """Write JSON to ``path`` through a temporary file and a rename (never a half-written file)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path

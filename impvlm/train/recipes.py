@@ -61,7 +61,7 @@ class DataSpec:
     """
 
     root: str | None = None
-    path: str = ""
+    path: str | list[str] = ""  # one LLaVA JSON file, or several read as one dataset
     image_root: str | None = None  # default: the JSON file's folder
     template: str | None = None  # default: the stage's (pretrain: plain) or the model's
     max_length: int | None = None  # default: the model's tokenizer_model_max_length
@@ -69,6 +69,10 @@ class DataSpec:
     group_by_modality_length: bool = False
     num_workers: int = 0
     limit: int | None = None  # use only the first N records (smoke tests)
+
+    @property
+    def paths(self) -> list[str]:
+        return [self.path] if isinstance(self.path, str) else list(self.path)
 
 
 @dataclass(frozen=True)
@@ -83,6 +87,7 @@ class TrainSpec:
     projector_lr: float | None = None  # default: lr
     vision_lr: float | None = None  # a trained tower's own lr (default: lr)
     weight_decay: float = 0.0
+    adam_beta2: float = 0.999
     warmup_ratio: float = 0.03
     scheduler: str = "cosine"
     max_grad_norm: float = 1.0
@@ -120,8 +125,8 @@ class Recipe:
     def __post_init__(self) -> None:
         kind = get_stage_kind(self.stage)
         m, t = self.model, self.train
-        if not self.data.path:
-            raise ConfigError(f"recipe {self.name}: data.path is required")
+        if not self.data.path or not all(isinstance(p, str) and p for p in self.data.paths):
+            raise ConfigError(f"recipe {self.name}: data.path must be a file or a list of files")
         if m.base and m.after:
             raise ConfigError(f"recipe {self.name}: give model.base or model.after, not both")
         if kind.needs_merged_base and not (m.base or m.after):
@@ -317,17 +322,17 @@ _SECTIONS: dict[str, type] = {"model": ModelSpec, "data": DataSpec, "lora": Lora
 
 def _coerce(value: Any, annotation: Any) -> Any:
     """YAML reads ``1e-4`` as a string and ``3`` as an int: make numbers what the field says."""
-    text = str(annotation)
-    if value is None:
-        return None
-    if "float" in text and isinstance(value, int | str) and not isinstance(value, bool):
+    kinds = {part.strip() for part in str(annotation).split("|")}
+    if value is None or isinstance(value, bool) or ("str" in kinds and isinstance(value, str)):
+        return value
+    if "float" in kinds and isinstance(value, int | str):
         try:
             return float(value)
         except ValueError:
             raise ConfigError(f"{value!r} is not a number") from None
-    if text.startswith("int") and isinstance(value, float) and value.is_integer():
+    if "int" in kinds and isinstance(value, float) and value.is_integer():
         return int(value)
-    if text.startswith("int") and isinstance(value, str):
+    if "int" in kinds and isinstance(value, str):
         try:
             return int(value)
         except ValueError:

@@ -1,4 +1,15 @@
-"""``run_training``: one stage of a recipe, setup -> build -> fit (see :mod:`impvlm.train.trainer`)."""
+"""``run_training``: one stage of a recipe on transformers' ``Trainer``, setup -> build -> fit.
+
+Folders (``out_dir`` is a run folder shared by the stages of a chain)::
+
+    out_dir/<recipe>.work/     while training: checkpoints/checkpoint-N (committed ones hold COMMITTED),
+                               recipe.yaml (resolved), run.json, loss.jsonl
+    out_dir/<recipe>/          when done: a checkpoint (config.json + safetensors + tokenizer) or a LoRA
+                               folder (adapter_config.json + adapter_model.safetensors + config.json +
+                               tokenizer), plus recipe.yaml, run.json, loss.jsonl and stage.json (last)
+
+``resume=True`` continues from the last committed checkpoint; a finished stage is not trained again.
+"""
 
 from __future__ import annotations
 
@@ -17,8 +28,8 @@ from impvlm.checkpoint import save_checkpoint
 from impvlm.errors import ConfigError
 from impvlm.image_processing import ImageProcessor
 from impvlm.templates import get_template
+from impvlm.train.atomic import write_json_atomic, write_yaml_atomic
 from impvlm.train.data import ConversationDataset, DataCollator, read_records
-from impvlm.train.merge import write_json_atomic
 from impvlm.train.recipes import Recipe, load_recipe
 from impvlm.train.stages import Stage, get_stage_kind, unwrap
 from impvlm.train.tokens import load_training_tokenizer
@@ -31,7 +42,6 @@ from impvlm.train.trainer import (
     check_device,
     committed_checkpoints,
     drop_uncommitted,
-    dump_yaml,
     gathered,
     pick_num_threads,
     read_loss_log,
@@ -124,7 +134,7 @@ class StageRun:
             if self.resume_from is not None:
                 truncate_loss_log(self.work_dir / LOSS_LOG, int(self.resume_from.name.split("-")[1]))
                 log.info("resuming %s from %s", self.recipe.name, self.resume_from)
-            dump_yaml(self.recipe.to_dict(), self.work_dir / "recipe.yaml")
+            write_yaml_atomic(self.work_dir / "recipe.yaml", self.recipe.to_dict())
             write_json_atomic(
                 self.work_dir / "run.json", run_metadata(self.recipe, self.device, self.accumulation)
             )
@@ -207,15 +217,17 @@ class StageRun:
             vision_lr=t.vision_lr,
             weight_decay=t.weight_decay,
             lora=recipe.lora if kind.language_model == "lora" else None,
-            data_path=str(self._data_path(recipe.data.path)),
+            data_paths=tuple(str(self._data_path(p)) for p in recipe.data.paths),
             image_root=str(
-                self._data_path(recipe.data.image_root) or self._data_path(recipe.data.path).parent
+                self._data_path(recipe.data.image_root)
+                if recipe.data.image_root
+                else self._data_path(recipe.data.paths[0]).parent
             ),
         )
 
     def _dataset(self, tokenizer: Any, config: Any) -> ConversationDataset:
         data = self.recipe.data
-        records = read_records(self.stage.data_path)
+        records = [r for path in self.stage.data_paths for r in read_records(path)]
         if data.limit:
             records = records[: data.limit]
         max_length = data.max_length or int(getattr(config, "tokenizer_model_max_length", 0) or 0)
@@ -229,19 +241,17 @@ class StageRun:
             config.num_image_tokens,
             max_length,
             on_error=data.on_error,
-            source=self.stage.data_path,
+            source=" + ".join(self.stage.data_paths),
         )
         n_images = sum(dataset.has_image(i) for i in range(len(dataset)))
         log.info(
             "data %s: %d records (%d with an image, %d text-only), template %s, max length %d",
-            self.stage.data_path, len(dataset), n_images, len(dataset) - n_images, self.stage.template, max_length,
+            " + ".join(self.stage.data_paths), len(dataset), n_images, len(dataset) - n_images, self.stage.template, max_length,
         )  # fmt: skip
         return dataset
 
-    def _data_path(self, value: str | None) -> Path | None:
+    def _data_path(self, value: str) -> Path:
         """Relative data paths are read against ``data.root`` when the recipe sets one."""
-        if not value:
-            return None
         path = Path(value)
         root = self.recipe.data.root
         return Path(root) / path if root and not path.is_absolute() else path
@@ -298,7 +308,7 @@ class StageRun:
             "template": self.stage.template,
             "trainable": self.trainable,
             "data": {
-                "path": self.stage.data_path,
+                "paths": list(self.stage.data_paths),
                 "records": len(self.dataset),
                 "malformed_skipped": self.dataset.malformed,
                 "mismatch": {"count": len(report["mismatch"]), "ids": report["mismatch"][:1000]},

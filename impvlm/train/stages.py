@@ -104,7 +104,7 @@ class Stage:
             ``vision_lr`` (optional) the tower's when it is trained (otherwise it uses ``lr``).
         weight_decay: applied to weights, not to biases and LayerNorm parameters.
         lora: LoRA settings when the language model is LoRA-adapted.
-        data_path / image_root: the LLaVA JSON file and the folder its images are relative to.
+        data_paths / image_root: the LLaVA JSON file(s) and the folder their images are relative to.
     """
 
     kind: StageKind
@@ -116,7 +116,7 @@ class Stage:
     projector_lr: float
     weight_decay: float
     lora: LoraSpec | None
-    data_path: str
+    data_paths: tuple[str, ...]
     image_root: str
     vision_lr: float | None = None
 

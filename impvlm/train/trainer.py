@@ -1,16 +1,6 @@
-"""One training stage on transformers' ``Trainer`` (accelerate underneath): setup -> build -> fit.
-
-:class:`StageRun` reads a recipe, builds the tokenizer, model, stage and data, trains, and writes the
-stage output. Folders (``out_dir`` is a run folder shared by the stages of a chain)::
-
-    out_dir/<recipe>.work/     while training: checkpoints/checkpoint-N (committed ones hold COMMITTED),
-                               recipe.yaml, run.json, loss.jsonl
-    out_dir/<recipe>/          when done: a checkpoint (config.json + safetensors + tokenizer) or a LoRA
-                               folder (adapter_config.json + adapter_model.safetensors + config.json +
-                               tokenizer), plus recipe.yaml, run.json, loss.jsonl and stage.json (last)
-
-``resume=True`` continues from the last committed checkpoint; a finished stage is not trained again.
-"""
+"""The pieces around transformers' ``Trainer``: device-dependent choices (precision, attention,
+DeepSpeed, CPU threads), the ``TrainingArguments`` of a recipe, :class:`ImpTrainer` (the stage's optimizer
+groups, modality-grouped batches, record reports, committed checkpoints) and the loss log."""
 
 from __future__ import annotations
 
@@ -29,13 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from transformers import Trainer, TrainerCallback
 
 from impvlm.errors import ConfigError
 from impvlm.templates import IGNORE_INDEX
+from impvlm.train.atomic import write_json_atomic
 from impvlm.train.data import BatchReport, ModalityLengthGroupedSampler
-from impvlm.train.merge import write_json_atomic
 from impvlm.train.recipes import DEEPSPEED_CONFIGS, Recipe
 from impvlm.train.stages import Stage, unwrap
 
@@ -159,6 +148,7 @@ def training_arguments(recipe: Recipe, output_dir: Path, device: Device) -> dict
         "max_steps": t.max_steps if t.max_steps is not None else -1,
         "learning_rate": t.lr,
         "weight_decay": t.weight_decay,
+        "adam_beta2": t.adam_beta2,
         "warmup_ratio": t.warmup_ratio,
         "lr_scheduler_type": t.scheduler,
         "max_grad_norm": t.max_grad_norm,
@@ -344,9 +334,3 @@ def run_metadata(recipe: Recipe, device: Device, accumulation: int) -> dict[str,
         "versions": versions,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-
-
-def dump_yaml(data: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
-    os.replace(tmp, path)
