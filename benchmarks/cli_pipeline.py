@@ -27,7 +27,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--eval-images", type=int, default=200, help="held-out synthetic images (default 200)"
     )
     parser.add_argument(
-        "--bench-images", type=int, default=20, help="images per synthetic benchmark (default 20)"
+        "--bench-images", type=int, default=10, help="images per synthetic benchmark (default 10)"
     )
     parser.add_argument("--gguf", default="f16,q8_0,q4_k_m", help="GGUF precisions to export and benchmark")
     parser.add_argument("--onnx", default="fp32,int8", help="ONNX vision precisions to export and benchmark")

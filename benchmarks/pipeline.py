@@ -36,7 +36,7 @@ class PipelineConfig:
     seed: int = 0
     train_images: int = 3000
     eval_images: int = 200
-    bench_images: int = 20
+    bench_images: int = 10
     eval_limit: int | None = 600  # held-out questions for the trained model's exact-answer accuracy
     recipes: tuple[str, ...] = ("tiny-warmup", "tiny-pretrain", "tiny-lora")
     train_overrides: dict[str, Any] = field(default_factory=dict)
