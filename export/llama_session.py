@@ -112,6 +112,9 @@ class LlamaSession:
             (:meth:`logits_all`), for parity checks. Costs ``n_batch x vocab`` floats.
         kv_type: ``f16`` (llama.cpp's default) or ``f32`` KV cache.
         flash_attn: use llama.cpp's flash attention kernels (``None`` = llama.cpp decides).
+        use_mmap: map the file (llama.cpp's default load mode) instead of reading it. Off by default: on CPUs where llama.cpp repacks
+            quantized weights (CPU_REPACK), the mapped pages stay resident next to their repacked copies
+            (measured for Phi-2 q4_k_m on 2 cores: load 2677 MB mapped vs 1734 MB read).
     """
 
     def __init__(
@@ -124,6 +127,7 @@ class LlamaSession:
         all_logits: bool = False,
         kv_type: str = "f16",
         flash_attn: bool | None = None,
+        use_mmap: bool = False,
     ) -> None:
         self._model = self._ctx = None
         self._tok_batch = self._emb_batch = None
@@ -136,6 +140,8 @@ class LlamaSession:
         clear_log()
         mparams = lib.llama_model_default_params()
         mparams.n_gpu_layers = int(n_gpu_layers)
+        if not use_mmap:
+            mparams.load_mode = lib.LLAMA_LOAD_MODE_NONE
         self._model = lib.llama_model_load_from_file(str(self.path).encode(), mparams)
         if not self._model:
             raise LlamaCppError(f"llama.cpp cannot load {self.path}: {log_tail()}")

@@ -1,20 +1,33 @@
 """impvlm: the Imp / LLaVA-Phi model core and training pipeline.
 
-Importing the package registers :class:`ImpConfig` and :class:`ImpForCausalLM` with transformers'
-Auto classes, so ``AutoConfig`` / ``AutoModelForCausalLM.from_pretrained(path)`` load impvlm
+Importing :mod:`impvlm.modeling` (or using ``impvlm.ImpForCausalLM``) registers :class:`ImpConfig` and
+:class:`ImpForCausalLM` with transformers' Auto classes, so ``AutoConfig`` / ``AutoModelForCausalLM.from_pretrained(path)`` load impvlm
 checkpoints without ``trust_remote_code``. (The import name is ``impvlm`` because Python 3.11's
 deprecated stdlib module ``imp`` shadows a package of that name; the console command is ``imp``.)
 """
 
-from transformers import AutoConfig, AutoModelForCausalLM
+import importlib
+from typing import Any
 
-from impvlm.config import ImpConfig
-from impvlm.modeling import ImpForCausalLM
-from impvlm.presets import PRESETS, build_config, get_preset
-from impvlm.templates import TEMPLATES, get_template
+#: Public names and the module each lives in. They are imported on first use, so that importing a
+#: light submodule (errors, templates, image processing: what the exported runtimes need) does not
+#: pull torch and transformers into a deployment process.
+_EXPORTS = {
+    "ImpConfig": "impvlm.config",
+    "ImpForCausalLM": "impvlm.modeling",
+    "PRESETS": "impvlm.presets",
+    "build_config": "impvlm.presets",
+    "get_preset": "impvlm.presets",
+    "TEMPLATES": "impvlm.templates",
+    "get_template": "impvlm.templates",
+}
 
-AutoConfig.register(ImpConfig.model_type, ImpConfig, exist_ok=True)
-AutoModelForCausalLM.register(ImpConfig, ImpForCausalLM, exist_ok=True)
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'impvlm' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
+
 
 __version__ = "0.1.0"
 __all__ = [

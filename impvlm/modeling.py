@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from transformers import PhiForCausalLM
+from transformers import AutoConfig, AutoModelForCausalLM, PhiForCausalLM
 
 from impvlm.config import ImpConfig
 from impvlm.errors import DataError
@@ -166,3 +166,7 @@ def _pad_batch(seqs: list[torch.Tensor], labels: list[torch.Tensor] | None, left
             out_labels[b, span] = labels[b]
     position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
     return MultimodalInputs(embeds, mask, position_ids, out_labels)
+
+
+AutoConfig.register(ImpConfig.model_type, ImpConfig, exist_ok=True)
+AutoModelForCausalLM.register(ImpConfig, ImpForCausalLM, exist_ok=True)

@@ -697,31 +697,20 @@ def rss_savings(row: dict[str, Any], probes: dict[str, Any] | None) -> list[tupl
     out: list[tuple[str, float]] = []
     if probes:
         lean = probes.get("lean_imports_mb")
-        if lean is not None and row["baseline_rss_mb"] > lean:
+        if lean is not None and row["baseline_rss_mb"] > lean + 50:
             out.append(
                 (
-                    "no torch/transformers import (lazy imports in impvlm/__init__)",
+                    "no torch/transformers import in the runtime process",
                     row["baseline_rss_mb"] - lean,
                 )
             )
         llama = probes.get("llama") or {}
-        if "default" in llama and any(m in llama for m in ("no_mmap", "no_repack")):
-            # no_mmap keeps llama.cpp's repacked (faster) kernels: prefer it unless no_repack saves clearly more
-            growth = {m: llama[m]["rss_growth_mb"] for m in ("no_mmap", "no_repack") if m in llama}
-            best = (
-                "no_mmap"
-                if "no_mmap" in growth and growth["no_mmap"] <= min(growth.values()) + 50
-                else "no_repack"
-            )
-            saved = llama["default"]["rss_growth_mb"] - growth[best]
-            why = "loading without mmap" if best == "no_mmap" else "no weight repacking"
-            if saved > 0:
-                out.append(
-                    (
-                        f"llama.cpp {why} (mmapped weights stay resident next to their CPU_REPACK copies)",
-                        saved,
-                    )
-                )
+        if "no_mmap" in llama and "no_repack" in llama:
+            # the runtimes read GGUFs without mmap (LlamaSession's default); dropping the repacked
+            # copies too saves little more and loses llama.cpp's faster kernels, so say it only when large
+            saved = llama["no_mmap"]["rss_growth_mb"] - llama["no_repack"]["rss_growth_mb"]
+            if saved > 100:
+                out.append(("llama.cpp without weight repacking (slower kernels)", saved))
         onnx = (probes.get("onnx") or {}).get(row.get("vision") or "")
         if onnx:
             saved = onnx["default"]["rss_growth_mb"] - onnx["no_prepack"]["rss_growth_mb"]
