@@ -29,6 +29,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--bench-images", type=int, default=10, help="images per synthetic benchmark (default 10)"
     )
+    parser.add_argument(
+        "--tower-steps", type=int, default=300,
+        help="steps of the tiny tower's pretraining on the synthetic world (default 300, about 15 s)",
+    )  # fmt: skip
     parser.add_argument("--gguf", default="f16,q8_0,q4_k_m", help="GGUF precisions to export and benchmark")
     parser.add_argument("--onnx", default="fp32,int8", help="ONNX vision precisions to export and benchmark")
     parser.add_argument(
@@ -80,6 +84,7 @@ def _run(args: argparse.Namespace) -> int:
         train_images=args.train_images,
         eval_images=args.eval_images,
         bench_images=args.bench_images,
+        tower_steps=args.tower_steps,
         gguf=tuple(x for x in args.gguf.split(",") if x),
         onnx=tuple(x for x in args.onnx.split(",") if x),
         mmproj=tuple(x for x in args.mmproj.split(",") if x),

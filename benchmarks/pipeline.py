@@ -37,6 +37,7 @@ class PipelineConfig:
     train_images: int = 3000
     eval_images: int = 200
     bench_images: int = 10
+    tower_steps: int = 300  # the tiny tower's pretraining on the synthetic world (imp train-tower)
     eval_limit: int | None = 600  # held-out questions for the trained model's exact-answer accuracy
     recipes: tuple[str, ...] = ("tiny-warmup", "tiny-pretrain", "tiny-lora")
     train_overrides: dict[str, Any] = field(default_factory=dict)
@@ -146,6 +147,10 @@ class Pipeline:
                 },
             )
 
+        from impvlm.train.tower import TowerTraining, pretrain_tower
+
+        tower = TowerTraining(steps=c.tower_steps, seed=c.seed)
+
         def build(folder: Path) -> dict[str, str]:
             from impvlm.data.synthetic import WorldConfig, generate_dataset
             from impvlm.tokenizer import build_corpus, train_tokenizer
@@ -154,10 +159,18 @@ class Pipeline:
                 folder, c.train_images, c.eval_images, WorldConfig(seed=c.seed), progress=c.progress
             )
             train_tokenizer(build_corpus(folder), 1024, folder / "tokenizer")
-            return {"root": str(folder), "tokenizer": str(folder / "tokenizer")}
+            # the tiny-warmup recipe loads its frozen tower from data.root/tower
+            pretrain_tower(folder, folder / "tower", tower, progress=c.progress)
+            return {
+                "root": str(folder),
+                "tokenizer": str(folder / "tokenizer"),
+                "tower": str(folder / "tower"),
+            }
 
         return self.stage(
-            "synthetic", {"seed": c.seed, "train": c.train_images, "eval": c.eval_images}, build
+            "synthetic",
+            {"seed": c.seed, "train": c.train_images, "eval": c.eval_images, "tower": asdict(tower)},
+            build,
         )
 
     def train_and_merge(self, world: StageResult) -> StageResult:

@@ -38,6 +38,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "write the synthetic nine-benchmark suite in the real file formats",
     ),
     "synth": ("impvlm.commands.synth", "generate the offline synthetic shapes world and its tokenizer"),
+    "train-tower": ("impvlm.commands.tower", "pretrain the tiny vision tower on the synthetic world"),
     "train": ("impvlm.commands.train", "train a stage (or a chain of stages) from a recipe"),
     "merge": ("impvlm.commands.merge", "fold LoRA and projector stage outputs into one checkpoint"),
     "export": ("export.cli", "export a checkpoint to a bundle: ONNX vision encoder + GGUF LM + manifest"),

@@ -13,6 +13,7 @@ from impvlm.data.synthetic import WorldConfig, generate_dataset
 from impvlm.tokenizer import build_corpus, train_tokenizer
 from impvlm.train import exact_accuracy, merge_checkpoint, run_training
 from impvlm.train.evaluate import format_accuracy
+from impvlm.train.tower import pretrain_tower
 
 TRAIN_IMAGES = 4000  # `imp synth` defaults
 EVAL_IMAGES = 500
@@ -24,6 +25,7 @@ def test_tiny_chain_answers_held_out_questions(tmp_path: Path):
     generate_dataset(world, TRAIN_IMAGES, EVAL_IMAGES, WorldConfig(), progress=False)
     train_tokenizer(build_corpus(world), 1024, world / "tokenizer")
     started = time.perf_counter()
+    pretrain_tower(world, world / "tower", progress=False)
     overrides = {"data.root": str(world), "train.progress": False}
     for name in ("tiny-warmup", "tiny-pretrain", "tiny-lora"):
         stage_dir = run_training(name, tmp_path / "run", overrides)

@@ -17,6 +17,7 @@ from impvlm.data.synthetic import WorldConfig, generate_dataset
 from impvlm.errors import CheckpointError, ConfigError, DataError
 from impvlm.tokenizer import build_corpus, train_tokenizer
 from impvlm.train import exact_accuracy, merge_checkpoint, run_training
+from impvlm.train.tower import TowerTraining, pretrain_tower
 from impvlm.train.trainer import COMMIT_MARKER, read_loss_log
 from impvlm.train.weights import load_start_model
 
@@ -33,6 +34,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("world")
     generate_dataset(root, 48, 6, WorldConfig(seed=5), progress=False)
     train_tokenizer(build_corpus(root), 1024, root / "tokenizer")
+    pretrain_tower(root, root / "tower", TowerTraining(steps=2, batch_size=4, eval_scenes=4), progress=False)
     return root
 
 
