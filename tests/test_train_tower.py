@@ -37,9 +37,9 @@ def tower(world: Path) -> tuple[Path, dict]:
 def test_tower_learns_every_attribute_of_the_world(tower):
     _, info = tower
     acc = info["held_out_accuracy"]
-    assert set(acc) == {f"{k}@{p}" for p in ("left", "right", "top", "bottom") for k in ("colour", "shape")} | {
-        "word"
-    }
+    assert set(acc) == {
+        f"{k}@{p}" for p in ("left", "right", "top", "bottom") for k in ("colour", "shape")
+    } | {"word"}
     colour = [v for k, v in acc.items() if k.startswith("colour")]
     # chance is 1/5 per slot head (4 colours or empty); measured ~1.0 after 150 steps of 32 scenes
     assert min(colour) >= 0.9, acc
