@@ -34,6 +34,7 @@ def test_tiny_chain_answers_held_out_questions(tmp_path: Path):
     result = exact_accuracy(merged, world / "eval.json")
     print(f"\ntiny chain trained in {seconds:.0f}s; {format_accuracy(result)}")
     (tmp_path / "result.json").write_text(json.dumps({"seconds": seconds, **result}))
-    # The aim is 90%; measured 49% in 3.4 min on 2 cores (colour 79%, count 74%, but shape and
-    # position still at chance). Chance is about 27%: this guards that the chain learns from images.
-    assert result["overall"] >= 0.40, format_accuracy(result)
+    # The aim is 90%. Measured with the pretrained frozen tower: 70.0% of 2290 in 225 s on 2 cores
+    # (count 99%, OCR 77%, colour 77%, shape 65%, exists 53%, position 45%; 49% without the tower
+    # pretraining). Chance is about 27%: this guards the measured level with a margin.
+    assert result["overall"] >= 0.60, format_accuracy(result)
