@@ -87,6 +87,9 @@ def test_missing_tower_and_bad_world_are_clear_errors(world: Path, tmp_path: Pat
         pretrain_tower(tmp_path, tmp_path / "t", progress=False)
     with pytest.raises(ConfigError, match="steps"):
         TowerTraining(steps=0)
+    (tmp_path / "half").mkdir()
+    with pytest.raises(ConfigError, match="holds no finished tower"):
+        pretrain_tower(world, tmp_path / "half", progress=False)
 
 
 def test_cli_train_tower(world: Path, tmp_path: Path, capsys):

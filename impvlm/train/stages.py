@@ -56,7 +56,7 @@ STAGE_KINDS: dict[str, StageKind] = {
     for k in [
         StageKind(
             "warmup", "full", "full", "full", None, False,
-            "offline tiny models only: tower + projector + LM end to end on the instruct data",
+            "offline tiny models only: projector + LM (+ the tower unless model.train_vision=false) on QA + captions",
         ),
         StageKind("pretrain", "frozen", "full", "frozen", "plain", False, "stage 1: the projector alone"),
         StageKind(

@@ -112,6 +112,8 @@ def pretrain_tower(
     if (out / TOWER_INFO).is_file():
         log.info("the tower in %s is already trained", out)
         return json.loads((out / TOWER_INFO).read_text())
+    if out.exists():
+        raise ConfigError(f"{out} exists but holds no finished tower ({TOWER_INFO}); remove it first")
     world = load_world(data_root)
     config = build_config(settings.preset)
     if config.image_size != world.image_size:
@@ -162,8 +164,6 @@ def pretrain_tower(
     tmp.mkdir(parents=True, exist_ok=True)
     tower.model.save_pretrained(tmp)
     (tmp / TOWER_INFO).write_text(json.dumps(info, indent=2) + "\n")
-    if out.exists():
-        raise ConfigError(f"{out} exists but holds no finished tower ({TOWER_INFO}); remove it first")
     tmp.rename(out)
     log.info(
         "tower: held-out mean accuracy %.1f%% in %.0f s -> %s",
