@@ -113,3 +113,14 @@ def test_chat_and_info_cli(tiny_bundle, images):
     )
     assert info.returncode == 0, info.stderr
     assert "q4_k_m" in info.stdout
+
+
+def test_exported_runtime_process_never_imports_torch():
+    """The deployment path (ONNX Runtime + llama.cpp) must not pay torch's memory: measured 265 MB."""
+    code = (
+        "import sys, runtimes.exported, runtimes.native, export.llama_session, impvlm; "
+        "impvlm.get_template; "
+        "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]", done.stdout + done.stderr
