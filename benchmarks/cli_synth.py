@@ -39,7 +39,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from benchmarks.synthetic import read_world, suite_summary, write_synthetic_suite
+    from benchmarks.synthetic import suite_summary, write_synthetic_suite
+    from impvlm.data.synthetic import read_world
 
     world = read_world(args.world) if args.world else None
     root = write_synthetic_suite(

@@ -219,17 +219,6 @@ def write_synthetic_suite(
     return root
 
 
-def read_world(path: Path) -> WorldConfig:
-    """The :class:`WorldConfig` of a ``world.json`` written by ``imp synth`` (or of a suite manifest)."""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-        config = data.get("config") or data.get("world")
-        values = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
-        return WorldConfig(**values)
-    except (OSError, ValueError, TypeError, AttributeError) as exc:
-        raise ConfigError(f"cannot read a world config from {path}: {exc}") from None
-
-
 def suite_summary(root: Path) -> dict[str, Any]:
     """The manifest of a written suite."""
     return json.loads((Path(root) / MANIFEST).read_text(encoding="utf-8"))

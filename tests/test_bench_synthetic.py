@@ -24,8 +24,8 @@ from benchmarks.mmvet_judge import (
     exact_match_score,
     judge_from_env,
 )
-from benchmarks.synthetic import MANIFEST, read_world, write_synthetic_suite
-from impvlm.data.synthetic import WorldConfig, generate_dataset
+from benchmarks.synthetic import MANIFEST, write_synthetic_suite
+from impvlm.data.synthetic import WorldConfig, generate_dataset, read_world
 from impvlm.errors import ConfigError
 
 N = 10

@@ -700,6 +700,17 @@ def _counts(
     }
 
 
+def read_world(path: str | Path) -> WorldConfig:
+    """The :class:`WorldConfig` of a ``world.json`` written by ``imp synth`` (or of a suite manifest)."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        config = data.get("config") or data.get("world")
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
+        return WorldConfig(**values)
+    except (OSError, ValueError, TypeError, AttributeError) as exc:
+        raise ConfigError(f"cannot read a world config from {path}: {exc}") from None
+
+
 def _world_info(cfg: WorldConfig, counts: dict[str, Any]) -> dict[str, Any]:
     return {
         "config": cfg.to_dict(),

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from impvlm.errors import ConfigError, DataError
+from impvlm.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -77,21 +77,6 @@ class SceneLabels:
         return [*names, "word"]
 
 
-def load_world(data_root: str | Path) -> Any:
-    """The :class:`WorldConfig` a synthetic data folder was generated with (its ``world.json``)."""
-    from impvlm.data.synthetic import WorldConfig
-
-    path = Path(data_root) / "world.json"
-    try:
-        raw = json.loads(path.read_text())["config"]
-    except FileNotFoundError:
-        raise DataError(f"{path} not found: DIR must be a folder written by `imp synth --out DIR`") from None
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise DataError(f"{path} is not a synthetic world description: {exc}") from None
-    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
-    return WorldConfig(**fields)
-
-
 def pretrain_tower(
     data_root: str | Path,
     out_dir: str | Path,
@@ -103,7 +88,7 @@ def pretrain_tower(
     Returns the ``tower.json`` content (held-out accuracy per head, seconds). A finished ``out_dir``
     (``tower.json`` present) is returned as is.
     """
-    from impvlm.data.synthetic import Renderer, sample_scene
+    from impvlm.data.synthetic import Renderer, read_world, sample_scene
     from impvlm.image_processing import ImageProcessor
     from impvlm.presets import build_config
     from impvlm.vision import VisionTower
@@ -114,7 +99,7 @@ def pretrain_tower(
         return json.loads((out / TOWER_INFO).read_text())
     if out.exists():
         raise ConfigError(f"{out} exists but holds no finished tower ({TOWER_INFO}); remove it first")
-    world = load_world(data_root)
+    world = read_world(Path(data_root) / "world.json")
     config = build_config(settings.preset)
     if config.image_size != world.image_size:
         raise ConfigError(
