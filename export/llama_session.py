@@ -112,9 +112,9 @@ class LlamaSession:
             (:meth:`logits_all`), for parity checks. Costs ``n_batch x vocab`` floats.
         kv_type: ``f16`` (llama.cpp's default) or ``f32`` KV cache.
         flash_attn: use llama.cpp's flash attention kernels (``None`` = llama.cpp decides).
-        use_mmap: map the file (llama.cpp's default load mode) instead of reading it. Off by default: on CPUs where llama.cpp repacks
-            quantized weights (CPU_REPACK), the mapped pages stay resident next to their repacked copies
-            (measured for Phi-2 q4_k_m on 2 cores: load 2677 MB mapped vs 1734 MB read).
+        use_mmap: map the file (llama.cpp's default load mode) instead of reading it. Off by default:
+            on CPUs where llama.cpp repacks quantized weights (CPU_REPACK), the mapped pages stay resident
+            next to their repacked copies (Phi-2 q4_k_m on 2 cores: load 2677 MB mapped vs 1734 MB read).
     """
 
     def __init__(

@@ -197,7 +197,8 @@ class StageRun:
         if spec.vision_tower and not Path(spec.vision_tower).is_dir():
             raise ConfigError(
                 f"recipe {self.recipe.name}: model.vision_tower {spec.vision_tower} not found; for a synthetic "
-                "world train it with `imp train-tower --data DIR`, or set model.vision_tower=null model.train_vision=true (a random tower trained end to end)"
+                "world train it with `imp train-tower --data DIR`, or set model.vision_tower=null "
+                "model.train_vision=true (a random tower trained end to end)"
             )
         torch.manual_seed(self.recipe.train.seed)
         model = build_from_parts(config, spec.language_model, spec.vision_tower, spec.projector)
