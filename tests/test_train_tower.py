@@ -4,6 +4,8 @@ recipe loads, skips when done, and fails clearly on bad input."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -99,3 +101,10 @@ def test_cli_train_tower(world: Path, tmp_path: Path, capsys):
     assert "held-out mean" in capsys.readouterr().out
     assert main(["train-tower", "--data", str(tmp_path / "nowhere")]) != 0
     assert "cannot read a world config" in capsys.readouterr().err
+
+
+def test_building_the_cli_parser_does_not_import_torch():
+    """`imp --help` and every command's options stay fast: no command imports torch to build its parser."""
+    code = "import sys; from impvlm.cli import build_parser; build_parser(); print('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False", done.stderr

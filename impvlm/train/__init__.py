@@ -12,9 +12,25 @@ Python API::
 peft is imported only when a LoRA stage is built.
 """
 
-from impvlm.train.evaluate import exact_accuracy
-from impvlm.train.merge import merge_checkpoint
-from impvlm.train.recipes import Recipe, load_recipe, recipe_names
-from impvlm.train.run import run_training
+import importlib
+from typing import Any
+
+#: Public names and their modules, imported on first use: the ``imp`` command builds every
+#: subcommand's options from light modules (``impvlm.train.tower``'s settings) without loading torch.
+_EXPORTS = {
+    "Recipe": "impvlm.train.recipes",
+    "exact_accuracy": "impvlm.train.evaluate",
+    "load_recipe": "impvlm.train.recipes",
+    "merge_checkpoint": "impvlm.train.merge",
+    "recipe_names": "impvlm.train.recipes",
+    "run_training": "impvlm.train.run",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'impvlm.train' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
+
 
 __all__ = ["Recipe", "exact_accuracy", "load_recipe", "merge_checkpoint", "recipe_names", "run_training"]

@@ -23,9 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from torch import nn
-from tqdm.auto import tqdm
 
 from impvlm.errors import ConfigError
 
@@ -88,6 +85,10 @@ def pretrain_tower(
     Returns the ``tower.json`` content (held-out accuracy per head, seconds). A finished ``out_dir``
     (``tower.json`` present) is returned as is.
     """
+    import torch
+    from torch import nn
+    from tqdm.auto import tqdm
+
     from impvlm.data.synthetic import Renderer, read_world, sample_scene
     from impvlm.image_processing import ImageProcessor
     from impvlm.presets import build_config
