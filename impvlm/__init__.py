@@ -6,8 +6,7 @@ checkpoints without ``trust_remote_code``. (The import name is ``impvlm`` becaus
 deprecated stdlib module ``imp`` shadows a package of that name; the console command is ``imp``.)
 """
 
-import importlib
-from typing import Any
+from impvlm.lazy import lazy_getattr
 
 #: Public names and the module each lives in. They are imported on first use, so that importing a
 #: light submodule (errors, templates, image processing: what the exported runtimes need) does not
@@ -22,12 +21,7 @@ _EXPORTS = {
     "get_template": "impvlm.templates",
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'impvlm' has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
-
+__getattr__ = lazy_getattr(__name__, _EXPORTS)
 
 __version__ = "0.1.0"
 __all__ = [

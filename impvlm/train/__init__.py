@@ -12,8 +12,7 @@ Python API::
 peft is imported only when a LoRA stage is built.
 """
 
-import importlib
-from typing import Any
+from impvlm.lazy import lazy_getattr
 
 #: Public names and their modules, imported on first use: the ``imp`` command builds every
 #: subcommand's options from light modules (``impvlm.train.tower``'s settings) without loading torch.
@@ -26,11 +25,7 @@ _EXPORTS = {
     "run_training": "impvlm.train.run",
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'impvlm.train' has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+__getattr__ = lazy_getattr(__name__, _EXPORTS)
 
 
 __all__ = ["Recipe", "exact_accuracy", "load_recipe", "merge_checkpoint", "recipe_names", "run_training"]
