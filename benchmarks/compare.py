@@ -250,7 +250,7 @@ def verdict_table(report: dict[str, Any]) -> str:
     """One row per candidate x benchmark: headline, delta, agreement, CI, verdict."""
     lines = [
         f"reference: {report['reference']['label']}",
-        "| candidate | benchmark | reference | candidate | delta | agreement % | delta CI (pt) | McNemar p | verdict |",
+        "| candidate | benchmark | reference | candidate | delta | agreement % | per-question delta, 95% CI (pt) | McNemar p | verdict |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for cand in report["candidates"]:
@@ -284,7 +284,9 @@ def write_report(report: dict[str, Any], out_dir: Path) -> dict[str, Path]:
     md.append(
         f"Thresholds: near-lossless (f16 / q8_0 LM, fp32 / fp16 vision) drop <= {t['near_lossless_max_drop']} pt "
         f"and agreement >= {t['near_lossless_min_agreement']}%; quantized drop <= {t['quantized_max_drop']} pt. "
-        "MME is converted to points of its 2000 maximum."
+        "MME is converted to points of its 2000 maximum. The CI column is the paired bootstrap CI of the mean "
+        "per-question score delta; where the headline is not a mean of per-question scores (POPE's F1, MME's "
+        "pairs) it can differ from the headline delta, even in sign."
     )
     for name, path in charts.items():
         md += ["", f"![{name}]({path.name})"]
