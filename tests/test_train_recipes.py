@@ -89,6 +89,11 @@ def test_overrides_are_typed_and_checked():
         load_recipe("tiny-lora", ["train.deepspeed=zero4"])
     with pytest.raises(ConfigError, match="starts from a merged checkpoint"):
         load_recipe("imp-v1-3b-custom", ["model.base=null"])
+    assert load_recipe("tiny-warmup", ["model.init_std=0.05"]).model.init_std == 0.05
+    with pytest.raises(ConfigError, match="init_std must be in"):
+        load_recipe("tiny-lora", ["model.init_std=0.05"])  # continues from a stage: nothing starts random
+    with pytest.raises(ConfigError, match="init_std must be in"):
+        load_recipe("tiny-warmup", ["model.init_std=0"])
     split = split_overrides(["tiny-warmup", "tiny-lora"], ["train.seed=1", "tiny-lora:train.lr=1e-4"])
     assert split == {"tiny-warmup": ["train.seed=1"], "tiny-lora": ["train.seed=1", "train.lr=1e-4"]}
 

@@ -17,6 +17,7 @@ from impvlm.data.synthetic import WorldConfig, generate_dataset
 from impvlm.errors import CheckpointError, ConfigError, DataError
 from impvlm.tokenizer import build_corpus, train_tokenizer
 from impvlm.train import exact_accuracy, merge_checkpoint, run_training
+from impvlm.train.recipes import load_recipe
 from impvlm.train.tower import TowerTraining, pretrain_tower
 from impvlm.train.trainer import COMMIT_MARKER, read_loss_log
 from impvlm.train.weights import load_start_model
@@ -77,6 +78,9 @@ def test_chain_outputs_and_metadata(chain: Path):
     assert load_model(warmup).config.vocab_size == len(
         json.loads((warmup / "tokenizer.json").read_text())["model"]["vocab"]
     )
+    # the random LM started at the recipe's init_std (3 small steps later it is still there)
+    fc1 = load_model(warmup).model.layers[0].mlp.fc1.weight
+    assert abs(fc1.std().item() - load_recipe("tiny-warmup").model.init_std) < 0.005
     pre = json.loads((pretrain / "stage.json").read_text())
     assert pre["template"] == "plain" and pre["base_relative"] == "../tiny-warmup"
     assert (

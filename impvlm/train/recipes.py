@@ -37,7 +37,8 @@ class ModelSpec:
     or a stage output to continue from. Without it the model is built from ``preset`` with the
     tokenizer in ``tokenizer``, optionally filling the LM from a Phi folder (``language_model``), the tower
     from a SigLIP/CLIP folder (``vision_tower``) and the projector from ``projector`` (an
-    ``mm_projector.bin`` or a stage-1 output); what is not given starts from random init.
+    ``mm_projector.bin`` or a stage-1 output); what is not given starts from random init, with standard
+    deviation ``init_std`` (transformers' ``initializer_range``; default: the preset's 0.02).
     """
 
     preset: str | None = None
@@ -48,6 +49,7 @@ class ModelSpec:
     vision_tower: str | None = None
     projector: str | None = None
     train_vision: bool | None = None  # None: the stage's default
+    init_std: float | None = None  # std of the random init (fresh start only); None: the preset's
     attn_implementation: str = "auto"
 
 
@@ -140,6 +142,10 @@ class Recipe:
         if (m.base or m.after) and (m.language_model or m.vision_tower):
             raise ConfigError(
                 f"recipe {self.name}: model.language_model / vision_tower only apply to a fresh start from a preset"
+            )
+        if m.init_std is not None and ((m.base or m.after) or not 0 < m.init_std <= 1):
+            raise ConfigError(
+                f"recipe {self.name}: model.init_std must be in (0, 1] and only applies to a fresh start"
             )
         if t.precision not in ("auto", "fp32", "fp16", "bf16"):
             raise ConfigError(f"recipe {self.name}: precision must be auto, fp32, fp16 or bf16")

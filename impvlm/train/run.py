@@ -193,6 +193,8 @@ class StageRun:
         overrides: dict[str, Any] = {}
         if not spec.language_model:  # random LM: the vocabulary is the tokenizer's
             overrides["vocab_size"] = len(raw_tokenizer)
+        if spec.init_std is not None:  # what starts random (HF's _init_weights) draws with this std
+            overrides["initializer_range"] = spec.init_std
         config = build_config(spec.preset, tokenizer=raw_tokenizer, **overrides)
         if spec.vision_tower and not Path(spec.vision_tower).is_dir():
             raise ConfigError(
