@@ -16,6 +16,8 @@ import hashlib
 import json
 import re
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -46,21 +48,31 @@ def is_upstream(config: dict[str, Any]) -> bool:
     return config.get("model_type") != ImpConfig.model_type
 
 
-def save_checkpoint(
-    model: ImpForCausalLM, tokenizer: Any, out_dir: Path, max_shard_size: str = "2GB"
-) -> Path:
-    """Write config, sharded safetensors and tokenizer atomically (a temp folder, then a rename)."""
+@contextmanager
+def committed_folder(out_dir: str | Path) -> Iterator[Path]:
+    """A fresh temporary folder beside ``out_dir`` that replaces ``out_dir`` whole when the block ends
+    without an error (a leftover from a killed run is cleared first); readers never see a half-written one.
+    """
     out_dir = Path(out_dir)
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
-    model.save_pretrained(tmp, safe_serialization=True, max_shard_size=max_shard_size)
-    if tokenizer is not None:
-        tokenizer.save_pretrained(tmp)
+    tmp.mkdir(parents=True)
+    yield tmp
     if out_dir.exists():
         shutil.rmtree(out_dir)
     tmp.rename(out_dir)
-    return out_dir
+
+
+def save_checkpoint(
+    model: ImpForCausalLM, tokenizer: Any, out_dir: Path, max_shard_size: str = "2GB"
+) -> Path:
+    """Write config, sharded safetensors and tokenizer atomically (a temp folder, then a rename)."""
+    with committed_folder(out_dir) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True, max_shard_size=max_shard_size)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+    return Path(out_dir)
 
 
 def load_model(

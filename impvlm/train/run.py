@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from impvlm.checkpoint import save_checkpoint
+from impvlm.checkpoint import committed_folder, save_checkpoint
 from impvlm.errors import ConfigError
 from impvlm.image_processing import ImageProcessor
 from impvlm.templates import get_template
@@ -290,16 +290,11 @@ class StageRun:
         if not self.stage.uses_lora:
             save_checkpoint(core, self.tokenizer, self.stage_dir)
             return
-        tmp = self.stage_dir.with_name(self.stage_dir.name + ".tmp")
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        model.save_pretrained(str(tmp), save_embedding_layers=False, safe_serialization=True)
-        (tmp / "README.md").unlink(missing_ok=True)  # peft's empty model card
-        core.config.save_pretrained(str(tmp))
-        self.tokenizer.save_pretrained(str(tmp))
-        if self.stage_dir.exists():
-            shutil.rmtree(self.stage_dir)
-        tmp.rename(self.stage_dir)
+        with committed_folder(self.stage_dir) as tmp:
+            model.save_pretrained(str(tmp), save_embedding_layers=False, safe_serialization=True)
+            (tmp / "README.md").unlink(missing_ok=True)  # peft's empty model card
+            core.config.save_pretrained(str(tmp))
+            self.tokenizer.save_pretrained(str(tmp))
 
     def _write_metadata(self, result: Any, seconds: float, report: dict[str, list[str]]) -> None:
         for name in ("recipe.yaml", "run.json", LOSS_LOG):

@@ -89,6 +89,7 @@ def pretrain_tower(
     from torch import nn
     from tqdm.auto import tqdm
 
+    from impvlm.checkpoint import committed_folder
     from impvlm.data.synthetic import Renderer, read_world, sample_scene
     from impvlm.image_processing import ImageProcessor
     from impvlm.presets import build_config
@@ -146,11 +147,9 @@ def pretrain_tower(
         "held_out_accuracy": dict(zip(labels.heads(), (round(a, 4) for a in accuracy))),
         "mean_accuracy": round(float(np.mean(accuracy)), 4),
     }
-    tmp = out.with_name(out.name + ".partial")
-    tmp.mkdir(parents=True, exist_ok=True)
-    tower.model.save_pretrained(tmp)
-    (tmp / TOWER_INFO).write_text(json.dumps(info, indent=2) + "\n")
-    tmp.rename(out)
+    with committed_folder(out) as tmp:
+        tower.model.save_pretrained(tmp)
+        (tmp / TOWER_INFO).write_text(json.dumps(info, indent=2) + "\n")
     log.info(
         "tower: held-out mean accuracy %.1f%% in %.0f s -> %s",
         100 * info["mean_accuracy"],
