@@ -153,7 +153,11 @@ class Runtime(ABC):
         return np.stack([self._features_for(p)[1] for p in pixels]) if len(pixels) else pixels
 
     def _features_for(self, pixels: np.ndarray) -> tuple[str, np.ndarray, bool]:
-        key = hashlib.sha1(pixels.tobytes()).hexdigest()
+        """Cached features of one image, keyed on shape + bytes (the `native` runtime sees raw images of
+        any size, and a 32x64 and a 64x32 image of one colour have the same bytes)."""
+        digest = hashlib.sha1(np.asarray(pixels.shape, dtype=np.int64).tobytes())
+        digest.update(pixels.tobytes())
+        key = digest.hexdigest()
         if key in self._features:
             self._features.move_to_end(key)
             return key, self._features[key], False

@@ -20,7 +20,7 @@ from export.llama_session import LlamaSession
 from impvlm.errors import BundleError
 from impvlm.image_processing import ImageProcessor
 from impvlm.templates import get_template
-from runtimes.base import Runtime
+from runtimes.llama_lm import LlamaLMRuntime, gpu_layers
 from runtimes.profiles import LM_PREFERENCE, VISION_PREFERENCE, choose, estimate_memory, get_profile
 
 
@@ -31,15 +31,7 @@ def onnx_providers() -> list[str]:
     return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
 
 
-def gpu_layers() -> int:
-    """Offload every layer when llama.cpp was built with a GPU backend, else none."""
-    import llama_cpp
-
-    supports = getattr(llama_cpp, "llama_supports_gpu_offload", None)
-    return 999 if supports is not None and supports() else 0
-
-
-class ExportedRuntime(Runtime):
+class ExportedRuntime(LlamaLMRuntime):
     name = "exported"
 
     def __init__(
@@ -138,23 +130,6 @@ class ExportedRuntime(Runtime):
             "context_length": self.context_length,
         }
 
-    def close(self) -> None:
-        self._lm.close()
-
     def _encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
         (features,) = self._vision.run(None, {self._vision_input: pixels.astype(np.float32)})
         return np.asarray(features, dtype=np.float32)
-
-    def _truncate(self, n: int) -> None:
-        if n == 0:
-            self._lm.reset()
-        else:
-            self._lm.truncate(n)
-
-    def _eval_tokens(self, ids: list[int]) -> np.ndarray:
-        self._lm.eval_tokens(ids)
-        return self._lm.logits()
-
-    def _eval_embeddings(self, embeddings: np.ndarray) -> np.ndarray:
-        self._lm.eval_embeddings(np.ascontiguousarray(embeddings, dtype=np.float32))
-        return self._lm.logits()

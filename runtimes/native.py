@@ -32,8 +32,7 @@ from export.mmproj import CLS_ORDER_BUG, MtmdEncoder
 from impvlm.errors import BundleError, ConfigError
 from impvlm.image_processing import ImageInput, ImageProcessor, load_image
 from impvlm.templates import get_template
-from runtimes.base import Runtime
-from runtimes.exported import gpu_layers
+from runtimes.llama_lm import LlamaLMRuntime, gpu_layers
 from runtimes.profiles import LM_PREFERENCE, choose
 
 log = logging.getLogger(__name__)
@@ -63,7 +62,7 @@ class RawImages:
         return [self(image) for image in images]
 
 
-class LlamaCppNativeRuntime(Runtime):
+class LlamaCppNativeRuntime(LlamaLMRuntime):
     """A bundle's LM GGUF + mmproj GGUF on llama.cpp, images through libmtmd.
 
     Args:
@@ -163,24 +162,9 @@ class LlamaCppNativeRuntime(Runtime):
         mtmd = getattr(self, "_mtmd", None)
         if mtmd is not None:
             mtmd.close()
-        self._lm.close()
+        super().close()
 
     # ------------------------------------------------------------------ backend hooks
-    def _features_for(self, pixels: np.ndarray) -> tuple[str, np.ndarray, bool]:
-        """The base class's feature cache, keyed on shape + bytes: raw images differ in size, and a
-        32x64 and a 64x32 image of one colour have the same bytes."""
-        digest = hashlib.sha1(np.asarray(pixels.shape, dtype=np.int64).tobytes())
-        digest.update(pixels.tobytes())
-        key = digest.hexdigest()
-        if key in self._features:
-            self._features.move_to_end(key)
-            return key, self._features[key], False
-        feats = self._encode_pixels(pixels[None])[0]
-        self._features[key] = feats
-        while len(self._features) > self.feature_cache_size:
-            self._features.popitem(last=False)
-        return key, feats, True
-
     def _encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
         """``(1, H, W, 3)`` uint8 -> ``(1, N, D)`` float32 through libmtmd."""
         feats = np.stack([self._mtmd.encode(image) for image in pixels])
@@ -190,17 +174,3 @@ class LlamaCppNativeRuntime(Runtime):
                 f"{self.manifest['mmproj'][self.mmproj_name]['file']} does not belong to this LM"
             )
         return feats
-
-    def _truncate(self, n: int) -> None:
-        if n == 0:
-            self._lm.reset()
-        else:
-            self._lm.truncate(n)
-
-    def _eval_tokens(self, ids: list[int]) -> np.ndarray:
-        self._lm.eval_tokens(ids)
-        return self._lm.logits()
-
-    def _eval_embeddings(self, embeddings: np.ndarray) -> np.ndarray:
-        self._lm.eval_embeddings(np.ascontiguousarray(embeddings, dtype=np.float32))
-        return self._lm.logits()
