@@ -9,17 +9,14 @@ when the installed packages offer them, never required.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from export.bundle import MANIFEST_FILE, load_manifest
 from export.llama_session import LlamaSession
 from impvlm.errors import BundleError
 from impvlm.image_processing import ImageProcessor
-from impvlm.templates import get_template
 from runtimes.llama_lm import LlamaLMRuntime, gpu_layers
 from runtimes.profiles import LM_PREFERENCE, VISION_PREFERENCE, choose, estimate_memory, get_profile
 
@@ -47,13 +44,9 @@ class ExportedRuntime(LlamaLMRuntime):
     ) -> None:
         super().__init__()
         import onnxruntime as ort
-        from tokenizers import Tokenizer
 
-        self.bundle = Path(bundle)
         prof = get_profile(profile or "default")
-        self.manifest = manifest = load_manifest(
-            self.bundle, verify=str(verify).lower() not in ("0", "false", "no")
-        )
+        manifest = self._open_bundle(bundle, verify)
         self.vision_name = choose(
             manifest["vision"],
             vision or (prof.vision if profile else None),
@@ -65,7 +58,6 @@ class ExportedRuntime(LlamaLMRuntime):
             manifest["lm"], lm or prof.lm, () if lm else prof.lm_fallbacks, LM_PREFERENCE, "LM precision"
         )
         model = manifest["model"]
-        self._manifest_sha256 = hashlib.sha256((self.bundle / MANIFEST_FILE).read_bytes()).hexdigest()
         self.context_length = int(
             context_length or min(prof.context_length or 1 << 30, model["context_length"])
         )
@@ -81,15 +73,7 @@ class ExportedRuntime(LlamaLMRuntime):
             )
             if not estimate.fits:
                 raise BundleError(f"{self.bundle}: {estimate.describe()}")
-        self.template = get_template(manifest["template"]["name"])
         self.image_processor = ImageProcessor.from_config(manifest["image"])
-        self.num_image_tokens = int(model["image_tokens"])
-        tokens = manifest["tokens"]
-        self.stop_ids = frozenset(int(tokens[k]) for k in ("stop", "eos") if tokens.get(k) is not None)
-        self.tokenizer = Tokenizer.from_file(str(self.bundle / manifest["tokenizer"] / "tokenizer.json"))
-        self.special_ids = frozenset(
-            i for i, t in self.tokenizer.get_added_tokens_decoder().items() if t.special
-        )
 
         options = ort.SessionOptions()
         if self.threads:

@@ -7,9 +7,15 @@ the same calls into the session, written once here.
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 
+from export.bundle import MANIFEST_FILE, load_manifest
 from export.llama_session import LlamaSession
+from impvlm.templates import get_template
 from runtimes.base import Runtime
 
 
@@ -25,6 +31,26 @@ class LlamaLMRuntime(Runtime):
     """A runtime whose LM is the llama.cpp session ``self._lm`` (set by the subclass's ``__init__``)."""
 
     _lm: LlamaSession
+
+    def _open_bundle(self, bundle: str | Path, verify: bool | str) -> dict[str, Any]:
+        """Read the bundle's manifest (sha256-checked unless ``verify`` is false) and set what the text
+        side needs from it: template, image token count, stop ids, tokenizer. Returns the manifest."""
+        from tokenizers import Tokenizer
+
+        self.bundle = Path(bundle)
+        self.manifest = manifest = load_manifest(
+            self.bundle, verify=str(verify).lower() not in ("0", "false", "no")
+        )
+        self._manifest_sha256 = hashlib.sha256((self.bundle / MANIFEST_FILE).read_bytes()).hexdigest()
+        self.template = get_template(manifest["template"]["name"])
+        self.num_image_tokens = int(manifest["model"]["image_tokens"])
+        tokens = manifest["tokens"]
+        self.stop_ids = frozenset(int(tokens[k]) for k in ("stop", "eos") if tokens.get(k) is not None)
+        self.tokenizer = Tokenizer.from_file(str(self.bundle / manifest["tokenizer"] / "tokenizer.json"))
+        self.special_ids = frozenset(
+            i for i, t in self.tokenizer.get_added_tokens_decoder().items() if t.special
+        )
+        return manifest
 
     def close(self) -> None:
         self._lm.close()

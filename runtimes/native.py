@@ -18,7 +18,6 @@ Example::
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,12 +25,10 @@ from typing import Any
 
 import numpy as np
 
-from export.bundle import MANIFEST_FILE, load_manifest
 from export.llama_session import LlamaSession
 from export.mmproj import CLS_ORDER_BUG, MtmdEncoder
 from impvlm.errors import BundleError, ConfigError
 from impvlm.image_processing import ImageInput, ImageProcessor, load_image
-from impvlm.templates import get_template
 from runtimes.llama_lm import LlamaLMRuntime, gpu_layers
 from runtimes.profiles import LM_PREFERENCE, choose
 
@@ -88,12 +85,7 @@ class LlamaCppNativeRuntime(LlamaLMRuntime):
         preprocess: str = "llama.cpp",
     ) -> None:
         super().__init__()
-        from tokenizers import Tokenizer
-
-        self.bundle = Path(bundle)
-        self.manifest = manifest = load_manifest(
-            self.bundle, verify=str(verify).lower() not in ("0", "false", "no")
-        )
+        manifest = self._open_bundle(bundle, verify)
         if not manifest.get("mmproj"):
             raise BundleError(
                 f"{self.bundle} has no mmproj file: export it with `imp export ... --mmproj f16` "
@@ -102,17 +94,8 @@ class LlamaCppNativeRuntime(LlamaLMRuntime):
         self.lm_name = choose(manifest["lm"], lm, (), LM_PREFERENCE, "LM precision")
         self.mmproj_name = choose(manifest["mmproj"], mmproj, (), MMPROJ_PREFERENCE, "mmproj precision")
         model = manifest["model"]
-        self._manifest_sha256 = hashlib.sha256((self.bundle / MANIFEST_FILE).read_bytes()).hexdigest()
         self.context_length = int(context_length or model["context_length"])
-        self.template = get_template(manifest["template"]["name"])
         self.image_processor = RawImages(ImageProcessor.from_config(manifest["image"]), preprocess)  # type: ignore[assignment]
-        self.num_image_tokens = int(model["image_tokens"])
-        tokens = manifest["tokens"]
-        self.stop_ids = frozenset(int(tokens[k]) for k in ("stop", "eos") if tokens.get(k) is not None)
-        self.tokenizer = Tokenizer.from_file(str(self.bundle / manifest["tokenizer"] / "tokenizer.json"))
-        self.special_ids = frozenset(
-            i for i, t in self.tokenizer.get_added_tokens_decoder().items() if t.special
-        )
         self._lm = LlamaSession(
             self.bundle / manifest["lm"][self.lm_name]["file"],
             n_ctx=self.context_length,
