@@ -25,7 +25,6 @@ from pathlib import Path
 
 from benchmarks.base import (
     SHORT_MAX_NEW_TOKENS,
-    STATUS_SUBMISSION,
     Benchmark,
     BenchmarkDataError,
     BenchmarkResult,
@@ -35,7 +34,7 @@ from benchmarks.base import (
     write_json,
 )
 from benchmarks.normalize import evalai_process, vizwiz_accuracy
-from benchmarks.tasks.vqav2 import answer_strings, score_vqa
+from benchmarks.tasks.vqav2 import answer_strings, checked_split, evalai_result, score_vqa
 
 FOLDER = "vizwiz"
 SPLITS = ("test", "val")
@@ -50,9 +49,7 @@ class VizWiz(Benchmark):
     headline_name = "accuracy"
 
     def __init__(self, split: str = "test"):
-        if split not in SPLITS:
-            raise BenchmarkDataError(f"unknown VizWiz split {split!r}; valid splits: {', '.join(SPLITS)}")
-        self.split = split
+        self.split = checked_split("VizWiz", split, SPLITS)
 
     def __repr__(self) -> str:
         return f"VizWiz(split={self.split!r})"
@@ -81,19 +78,9 @@ class VizWiz(Benchmark):
                         record.get("answer_type"),
                     )
         truth = {q.qid: by_image[q.image] for q in questions if q.image in by_image}
-        headline, metrics, samples = score_vqa(questions, answers, truth, vizwiz_accuracy)
-        if headline is None:
-            note = (
-                f"VizWiz {self.split} is scored by the EvalAI server: upload "
-                f"{SUBMISSION_FILE.format(split=self.split)} from write_submission "
-                f"(no local annotations with answers at {path})"
-            )
-            return BenchmarkResult(self.name, self.headline_name, None, {}, samples, note, STATUS_SUBMISSION)
-        n_unscored = sum(s.score is None for s in samples)
-        note = f"local replica on {int(metrics['n'])} annotated questions"
-        if n_unscored:
-            note += f"; {n_unscored} question(s) without annotation not scored"
-        return BenchmarkResult(self.name, self.headline_name, headline, metrics, samples, note=note)
+        scored = score_vqa(questions, answers, truth, vizwiz_accuracy)
+        submission = SUBMISSION_FILE.format(split=self.split)
+        return evalai_result(self, f"VizWiz {self.split}", submission, path, scored)
 
     def write_submission(
         self, root: Path, answers: dict[str, str], questions: list[Question], out_dir: Path

@@ -96,14 +96,42 @@ def score_vqa(
     return headline, metrics, samples
 
 
+def checked_split(title: str, split: str, splits: tuple[str, ...]) -> str:
+    if split not in splits:
+        raise BenchmarkDataError(f"unknown {title} split {split!r}; valid splits: {', '.join(splits)}")
+    return split
+
+
+def evalai_result(
+    benchmark: Benchmark,
+    title: str,
+    submission: str,
+    annotations: Path,
+    scored: tuple[float | None, dict[str, float], list[SampleScore]],
+) -> BenchmarkResult:
+    """The result of a benchmark whose test split the EvalAI server scores: a local replica's score when
+    ``annotations`` gave answers, else no headline and a note naming the file to upload."""
+    headline, metrics, samples = scored
+    name, headline_name = benchmark.name, benchmark.headline_name
+    if headline is None:
+        note = (
+            f"{title} is scored by the EvalAI server: upload {submission} from write_submission "
+            f"(no local annotations with answers at {annotations})"
+        )
+        return BenchmarkResult(name, headline_name, None, {}, samples, note, STATUS_SUBMISSION)
+    n_unscored = sum(s.score is None for s in samples)
+    note = f"local replica on {int(metrics['n'])} annotated questions"
+    if n_unscored:
+        note += f"; {n_unscored} question(s) without annotation not scored"
+    return BenchmarkResult(name, headline_name, headline, metrics, samples, note=note)
+
+
 class VQAv2(Benchmark):
     name = "vqav2"
     headline_name = "accuracy"
 
     def __init__(self, split: str = "test-dev2015"):
-        if split not in SPLITS:
-            raise BenchmarkDataError(f"unknown VQAv2 split {split!r}; valid splits: {', '.join(SPLITS)}")
-        self.split = split
+        self.split = checked_split("VQAv2", split, SPLITS)
 
     def __repr__(self) -> str:
         return f"VQAv2(split={self.split!r})"
@@ -127,19 +155,10 @@ class VQAv2(Benchmark):
                     answer_strings(record, path),
                     record.get("answer_type"),
                 )
-        headline, metrics, samples = score_vqa(questions, answers, truth)
-        if headline is None:
-            note = (
-                f"VQAv2 {self.split} is scored by the EvalAI server: upload "
-                f"{SUBMISSION_FILE.format(split=self.split)} from write_submission "
-                f"(no local annotations at {path})"
-            )
-            return BenchmarkResult(self.name, self.headline_name, None, {}, samples, note, STATUS_SUBMISSION)
-        n_unscored = sum(s.score is None for s in samples)
-        note = f"local replica on {int(metrics['n'])} annotated questions"
-        if n_unscored:
-            note += f"; {n_unscored} question(s) without annotation not scored"
-        return BenchmarkResult(self.name, self.headline_name, headline, metrics, samples, note=note)
+        submission = SUBMISSION_FILE.format(split=self.split)
+        return evalai_result(
+            self, f"VQAv2 {self.split}", submission, path, score_vqa(questions, answers, truth)
+        )
 
     def write_submission(
         self, root: Path, answers: dict[str, str], questions: list[Question], out_dir: Path
