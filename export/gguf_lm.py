@@ -28,9 +28,8 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +41,7 @@ from gguf import MODEL_ARCH, MODEL_TENSOR, TENSOR_NAMES, GGUFType, LlamaFileType
 from transformers import PhiForCausalLM
 
 from export.errors import ExportError
+from export.gguf_file import BASE_DTYPES, GGUFTensor, write_gguf_file
 
 log = logging.getLogger(__name__)
 
@@ -51,22 +51,8 @@ TOKENIZER_MODEL = "gpt2"
 TOKENIZER_PRE = "phi-2"
 #: Activations llama.cpp's phi2 graph computes (``ggml_gelu`` is the tanh approximation).
 TANH_GELUS = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")
-#: ``dtype`` name -> (numpy dtype of 2-D weights, ``general.file_type``).
-BASE_DTYPES: dict[str, tuple[type[np.floating], LlamaFileType]] = {
-    "f32": (np.float32, LlamaFileType.ALL_F32),
-    "f16": (np.float16, LlamaFileType.MOSTLY_F16),
-}
 #: Leading parts of ``ImpForCausalLM.state_dict()`` keys that are not the language model.
 MULTIMODAL_PREFIXES = ("vision_tower.", "mm_projector.")
-
-
-@dataclass(frozen=True)
-class GGUFTensor:
-    """One tensor of the file: its GGUF name, numpy shape and a loader called only when writing."""
-
-    name: str
-    shape: tuple[int, ...]
-    load: Callable[[], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -106,26 +92,7 @@ def write_gguf(model: Any, tokenizer: Any, out_path: str | Path, dtype: str = "f
     _add_model_metadata(writer, model, file_type)
     _add_tokenizer_metadata(writer, tokens, toktypes, special, merges)
     plan = [(t, _storage_dtype(t, np_dtype)) for t in tensors]
-    for t, store in plan:
-        writer.add_tensor_info(
-            t.name, t.shape, np.dtype(store), int(np.prod(t.shape)) * np.dtype(store).itemsize
-        )
-
-    fd, tmp_name = tempfile.mkstemp(prefix=out.name + ".", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        writer.write_header_to_file(path=tmp)
-        writer.write_kv_data_to_file()
-        writer.write_ti_data_to_file()
-        for t, store in plan:
-            writer.write_tensor_data(_to_numpy(t, store))
-        writer.close()
-        os.replace(tmp, out)
-    except BaseException:
-        writer.close()
-        tmp.unlink(missing_ok=True)
-        raise
+    write_gguf_file(writer, plan, out)
     log.info("wrote %s (%s, %d tensors, %d tokens)", out, dtype, len(plan), len(tokens))
     return out
 
@@ -292,15 +259,6 @@ def _first_id(*candidates: Any) -> int | None:
 
 def _storage_dtype(t: GGUFTensor, weight_dtype: type[np.floating]) -> type[np.floating]:
     return weight_dtype if len(t.shape) >= 2 else np.float32
-
-
-def _to_numpy(t: GGUFTensor, store: type[np.floating]) -> np.ndarray:
-    value = t.load().detach().to(device="cpu", dtype=torch.float32).contiguous().numpy()
-    if store is not np.float32:
-        value = value.astype(store)
-    if not np.isfinite(value).all():
-        raise ExportError(f"tensor {t.name} has non-finite values in {np.dtype(store).name} (try f32)")
-    return value
 
 
 def _add_model_metadata(writer: gguf.GGUFWriter, model: Any, file_type: LlamaFileType) -> None:

@@ -37,13 +37,11 @@ import collections
 import contextlib
 import ctypes
 import logging
-import os
 import re
 import shutil
-import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import TracebackType
@@ -54,6 +52,7 @@ import numpy as np
 from gguf import MODEL_TENSOR, TENSOR_NAMES, GGUFType, LlamaFileType
 
 from export.errors import ExportError
+from export.gguf_file import BASE_DTYPES, GGUFTensor, write_gguf_file
 
 log = logging.getLogger(__name__)
 mtmd_log = logging.getLogger("export.mtmd")
@@ -65,11 +64,6 @@ SUPPORTED_PROJECTORS = ("mlp2x_gelu",)
 TANH_GELUS = ("gelu_pytorch_tanh", "gelu_new", "gelu_fast")
 #: Tower activation (transformers name) -> ``clip.use_gelu`` (false = quick-GELU).
 USE_GELU = {**dict.fromkeys(TANH_GELUS, True), "gelu": True, "quick_gelu": False}
-#: Base precisions written directly; others are quantized by llama.cpp from the f16 (or f32) base.
-BASE_DTYPES: dict[str, tuple[type[np.floating], LlamaFileType]] = {
-    "f32": (np.float32, LlamaFileType.ALL_F32),
-    "f16": (np.float16, LlamaFileType.MOSTLY_F16),
-}
 #: llama.cpp's letterbox colour for the ``mlp`` projector (clip.cpp ``image_pad_color``).
 LLAMA_CPP_PAD_COLOUR = (122, 116, 104)
 
@@ -78,15 +72,6 @@ class ClipKeys:
     """mmproj keys gguf-py 0.19 has no constant for (the rest come from ``gguf.Keys``)."""
 
     FEATURE_LAYER = "clip.vision.feature_layer"
-
-
-@dataclass(frozen=True)
-class MmprojTensor:
-    """One tensor of the file: GGUF name, shape and a loader (a torch tensor) called when writing."""
-
-    name: str
-    shape: tuple[int, ...]
-    load: Callable[[], Any]
 
 
 # ------------------------------------------------------------------------------------ tensor table
@@ -180,18 +165,18 @@ def mmproj_facts(config: Any) -> MmprojFacts:
     )
 
 
-def mmproj_tensors(model: Any) -> list[MmprojTensor]:
+def mmproj_tensors(model: Any) -> list[GGUFTensor]:
     """The tensors of the mmproj file, in file order, read lazily from ``model``'s modules."""
     facts = mmproj_facts(model.config)
     vision = model.vision_tower.model.vision_model
     params = dict(vision.named_parameters())
-    out: list[MmprojTensor] = []
+    out: list[GGUFTensor] = []
 
     def add(name: str, key: str) -> None:
         if key not in params:
             raise ExportError(f"the vision tower has no parameter {key!r} (needed for {name})")
         p = params[key]
-        out.append(MmprojTensor(name, tuple(p.shape), lambda p=p: p))
+        out.append(GGUFTensor(name, tuple(p.shape), lambda p=p: p))
 
     for module, tensor in EMBEDDING_TENSORS.items():
         base = TENSOR_NAMES[tensor]
@@ -212,7 +197,7 @@ def mmproj_tensors(model: Any) -> list[MmprojTensor]:
     for index, name in PROJECTOR_TENSORS.items():
         for suffix in ("weight", "bias"):
             p = projector[f"{index}.{suffix}"]
-            out.append(MmprojTensor(f"{name}.{suffix}", tuple(p.shape), lambda p=p: p))
+            out.append(GGUFTensor(f"{name}.{suffix}", tuple(p.shape), lambda p=p: p))
     return out
 
 
@@ -233,30 +218,7 @@ def write_mmproj(model: Any, out_path: str | Path, dtype: str = "f16") -> Path:
     writer = gguf.GGUFWriter(path=None, arch=ARCH_NAME)
     _add_metadata(writer, model.config, facts, file_type)
     plan = [(t, np_dtype if len(t.shape) >= 2 else np.float32) for t in tensors]
-    for t, store in plan:
-        writer.add_tensor_info(
-            t.name, t.shape, np.dtype(store), int(np.prod(t.shape)) * np.dtype(store).itemsize
-        )
-    fd, tmp_name = tempfile.mkstemp(prefix=out.name + ".", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        writer.write_header_to_file(path=tmp)
-        writer.write_kv_data_to_file()
-        writer.write_ti_data_to_file()
-        for t, store in plan:
-            value = t.load().detach().float().cpu().contiguous().numpy().astype(store)
-            if not np.isfinite(value).all():
-                raise ExportError(
-                    f"tensor {t.name} has non-finite values in {np.dtype(store).name} (try f32)"
-                )
-            writer.write_tensor_data(value)
-        writer.close()
-        os.replace(tmp, out)
-    except BaseException:
-        writer.close()
-        tmp.unlink(missing_ok=True)
-        raise
+    write_gguf_file(writer, plan, out)
     layers = f"{facts.block_count} layers, feature layer {facts.feature_layer}"
     log.info("wrote %s (%s, %d tensors, %s)", out, dtype, len(plan), layers)
     return out

@@ -1,0 +1,74 @@
+"""Writing a GGUF file, shared by the LM (:mod:`export.gguf_lm`) and the mmproj (:mod:`export.mmproj`).
+
+Each side builds its own metadata on a ``gguf.GGUFWriter`` and its own tensor table; this module holds
+what is the same: the base dtypes, the tensor record, and the write itself (tensor data converted one
+tensor at a time, non-finite values refused, the file renamed into place only when complete).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gguf
+import numpy as np
+from gguf import LlamaFileType
+
+from export.errors import ExportError
+
+#: Base precisions written directly (others are quantized by llama.cpp from the f16 or f32 base):
+#: ``dtype`` name -> (numpy dtype of 2-D+ weights, ``general.file_type``).
+BASE_DTYPES: dict[str, tuple[type[np.floating], LlamaFileType]] = {
+    "f32": (np.float32, LlamaFileType.ALL_F32),
+    "f16": (np.float16, LlamaFileType.MOSTLY_F16),
+}
+
+
+@dataclass(frozen=True)
+class GGUFTensor:
+    """One tensor of the file: its GGUF name, numpy shape and a loader (a torch tensor) called only when
+    writing."""
+
+    name: str
+    shape: tuple[int, ...]
+    load: Callable[[], Any]
+
+
+def tensor_data(t: GGUFTensor, store: type[np.floating]) -> np.ndarray:
+    """The tensor as ``store`` numpy data; :class:`ExportError` if a value is not finite there."""
+    value = t.load().detach().float().cpu().contiguous().numpy()
+    if store is not np.float32:
+        value = value.astype(store)
+    if not np.isfinite(value).all():
+        raise ExportError(f"tensor {t.name} has non-finite values in {np.dtype(store).name} (try f32)")
+    return value
+
+
+def write_gguf_file(
+    writer: gguf.GGUFWriter, plan: Sequence[tuple[GGUFTensor, type[np.floating]]], out: Path
+) -> None:
+    """Write ``writer``'s metadata and the tensors of ``plan`` (tensor, storage dtype) to ``out``, through
+    a temporary file in the same folder that replaces ``out`` only when complete."""
+    for t, store in plan:
+        writer.add_tensor_info(
+            t.name, t.shape, np.dtype(store), int(np.prod(t.shape)) * np.dtype(store).itemsize
+        )
+    fd, tmp_name = tempfile.mkstemp(prefix=out.name + ".", suffix=".tmp", dir=out.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        writer.write_header_to_file(path=tmp)
+        writer.write_kv_data_to_file()
+        writer.write_ti_data_to_file()
+        for t, store in plan:
+            writer.write_tensor_data(tensor_data(t, store))
+        writer.close()
+        os.replace(tmp, out)
+    except BaseException:
+        writer.close()
+        tmp.unlink(missing_ok=True)
+        raise
