@@ -38,7 +38,7 @@ class GGUFTensor:
     load: Callable[[], Any]
 
 
-def tensor_data(t: GGUFTensor, store: type[np.floating]) -> np.ndarray:
+def _tensor_data(t: GGUFTensor, store: type[np.floating]) -> np.ndarray:
     """The tensor as ``store`` numpy data; :class:`ExportError` if a value is not finite there."""
     value = t.load().detach().float().cpu().contiguous().numpy()
     if store is not np.float32:
@@ -49,10 +49,12 @@ def tensor_data(t: GGUFTensor, store: type[np.floating]) -> np.ndarray:
 
 
 def write_gguf_file(
-    writer: gguf.GGUFWriter, plan: Sequence[tuple[GGUFTensor, type[np.floating]]], out: Path
+    writer: gguf.GGUFWriter, tensors: Sequence[GGUFTensor], weight_dtype: type[np.floating], out: Path
 ) -> None:
-    """Write ``writer``'s metadata and the tensors of ``plan`` (tensor, storage dtype) to ``out``, through
-    a temporary file in the same folder that replaces ``out`` only when complete."""
+    """Write ``writer``'s metadata and ``tensors`` to ``out`` (2-D+ weights in ``weight_dtype``; biases,
+    norms and other 1-D tensors in f32, as llama.cpp's converters store them), through a temporary file in
+    the same folder that replaces ``out`` only when complete."""
+    plan = [(t, weight_dtype if len(t.shape) >= 2 else np.float32) for t in tensors]
     for t, store in plan:
         writer.add_tensor_info(
             t.name, t.shape, np.dtype(store), int(np.prod(t.shape)) * np.dtype(store).itemsize
@@ -65,7 +67,7 @@ def write_gguf_file(
         writer.write_kv_data_to_file()
         writer.write_ti_data_to_file()
         for t, store in plan:
-            writer.write_tensor_data(tensor_data(t, store))
+            writer.write_tensor_data(_tensor_data(t, store))
         writer.close()
         os.replace(tmp, out)
     except BaseException:

@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Any
 
 import gguf
-import numpy as np
 import torch
 from gguf import MODEL_ARCH, MODEL_TENSOR, TENSOR_NAMES, GGUFType, LlamaFileType, TokenType
 from transformers import PhiForCausalLM
@@ -91,9 +90,8 @@ def write_gguf(model: Any, tokenizer: Any, out_path: str | Path, dtype: str = "f
     writer = gguf.GGUFWriter(path=None, arch=ARCH_NAME)
     _add_model_metadata(writer, model, file_type)
     _add_tokenizer_metadata(writer, tokens, toktypes, special, merges)
-    plan = [(t, _storage_dtype(t, np_dtype)) for t in tensors]
-    write_gguf_file(writer, plan, out)
-    log.info("wrote %s (%s, %d tensors, %d tokens)", out, dtype, len(plan), len(tokens))
+    write_gguf_file(writer, tensors, np_dtype, out)
+    log.info("wrote %s (%s, %d tensors, %d tokens)", out, dtype, len(tensors), len(tokens))
     return out
 
 
@@ -255,10 +253,6 @@ def _first_id(*candidates: Any) -> int | None:
         if c is not None:
             return int(c)
     return None
-
-
-def _storage_dtype(t: GGUFTensor, weight_dtype: type[np.floating]) -> type[np.floating]:
-    return weight_dtype if len(t.shape) >= 2 else np.float32
 
 
 def _add_model_metadata(writer: gguf.GGUFWriter, model: Any, file_type: LlamaFileType) -> None:

@@ -217,10 +217,9 @@ def write_mmproj(model: Any, out_path: str | Path, dtype: str = "f16") -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     writer = gguf.GGUFWriter(path=None, arch=ARCH_NAME)
     _add_metadata(writer, model.config, facts, file_type)
-    plan = [(t, np_dtype if len(t.shape) >= 2 else np.float32) for t in tensors]
-    write_gguf_file(writer, plan, out)
+    write_gguf_file(writer, tensors, np_dtype, out)
     layers = f"{facts.block_count} layers, feature layer {facts.feature_layer}"
-    log.info("wrote %s (%s, %d tensors, %s)", out, dtype, len(plan), layers)
+    log.info("wrote %s (%s, %d tensors, %s)", out, dtype, len(tensors), layers)
     return out
 
 
