@@ -30,8 +30,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--bench-images", type=int, default=10, help="images per synthetic benchmark (default 10)"
     )
     parser.add_argument(
-        "--tower-steps", type=int, default=300,
-        help="steps of the tiny tower's pretraining on the synthetic world (default 300, about 15 s)",
+        "--tower-steps", type=int, default=400,
+        help="steps of the tiny tower's pretraining on the synthetic world (default 400, about 20 s)",
     )  # fmt: skip
     parser.add_argument("--gguf", default="f16,q8_0,q4_k_m", help="GGUF precisions to export and benchmark")
     parser.add_argument("--onnx", default="fp32,int8", help="ONNX vision precisions to export and benchmark")

@@ -37,7 +37,7 @@ class PipelineConfig:
     train_images: int = 3000
     eval_images: int = 200
     bench_images: int = 10
-    tower_steps: int = 300  # the tiny tower's pretraining on the synthetic world (imp train-tower)
+    tower_steps: int = 400  # the tiny tower's pretraining on the synthetic world (imp train-tower)
     eval_limit: int | None = 600  # held-out questions for the trained model's exact-answer accuracy
     recipes: tuple[str, ...] = ("tiny-warmup", "tiny-pretrain", "tiny-lora")
     train_overrides: dict[str, Any] = field(default_factory=dict)

@@ -39,13 +39,28 @@ def tower(world: Path) -> tuple[Path, dict]:
 def test_tower_learns_every_attribute_of_the_world(tower):
     _, info = tower
     acc = info["held_out_accuracy"]
-    assert set(acc) == {
-        f"{k}@{p}" for p in ("left", "right", "top", "bottom") for k in ("colour", "shape")
-    } | {"word"}
-    colour = [v for k, v in acc.items() if k.startswith("colour")]
-    # chance is 1/5 per slot head (4 colours or empty); measured ~1.0 after 150 steps of 32 scenes
-    assert min(colour) >= 0.9, acc
-    assert info["mean_accuracy"] >= 0.8, acc
+    assert set(acc) == {"slot", "colour", "shape", "word"}
+    # scored on the tokens that show an object or a sign; chance is 1/6 for the slot and 1/5 for a
+    # colour (4 colours or none); measured after 150 steps of 32 scenes: slot 0.78, colour 0.98
+    assert acc["slot"] >= 0.65 and acc["colour"] >= 0.9, acc
+    assert info["mean_accuracy"] >= 0.7, acc
+
+
+def test_every_token_is_labelled_with_the_object_covering_it(world: Path):
+    from impvlm.data.synthetic import Obj, Renderer, Scene, read_world
+    from impvlm.train.tower import TokenLabels
+
+    w = read_world(world / "world.json")
+    labels = TokenLabels(w, Renderer(w), grid=4)
+    scene = Scene(objects=(Obj(w.colours[1], w.shapes[0], "left"), Obj(w.colours[2], w.shapes[1], "top")))
+    got = labels(scene).reshape(4, 4, 4)  # rows, columns, heads
+    left, top = w.positions.index("left") + 1, w.positions.index("top") + 1
+    # the left object fills the middle rows of the first column, the top one the middle of the first row
+    assert got[1, 0, 0] == got[2, 0, 0] == left and tuple(got[1, 0, 1:3]) == (2, 1)
+    assert got[0, 1, 0] == got[0, 2, 0] == top and tuple(got[0, 1, 1:3]) == (3, 2)
+    assert got[3, 3, 0] == 0 and got[3, 3, 1:].sum() == 0  # an empty corner is background
+    sign = labels(Scene(word=w.words[0], word_colour=w.colours[0]))
+    assert (sign[:, 0] == len(w.positions) + 1).all() and (sign[:, 3] == 1).all()
 
 
 def test_tower_folder_loads_as_the_models_tower(tower, world: Path):

@@ -3,9 +3,14 @@
 Upstream Imp starts from a pretrained SigLIP and keeps it frozen. Offline there is nothing pretrained,
 and a tiny tower trained only through the language model's answers learns slowly (measured on 2 CPU
 cores: shape and position stayed near chance after 800 end-to-end steps). Supervising the tower
-directly is fast: a linear read-out of its patch features predicts, for every slot of the world
-(left / right / top / bottom), the colour and shape there (or "empty"), and the word of a sign scene.
-It reaches ~100% on fresh scenes within a few hundred steps of batch 64 (about 15 s).
+directly is fast. Every patch token is read out by one linear head shared by all tokens: it names the
+slot (left / right / top / bottom, background, or "sign") of the object covering that patch, the
+object's colour and shape, and the word of a sign scene. Because the head is shared, each token has to
+carry what it shows *and where* in its own features (an object-centric token), which is what the
+language model looks up when a question names a slot or an attribute: measured in a plain training
+loop on 2 cores (800 steps, 930 held-out answers), 75.6% against 71.6% for a read-out of all tokens
+at once, which lets a token's meaning depend on its place in the sequence. It reaches ~98% per token
+on fresh scenes within a few hundred steps of batch 64 (about 20 s).
 
 The training images are drawn fresh from the world's generator (``world.json``) with a seed of their
 own, as a tower's pretraining data is not the benchmark's data. The result is a plain
@@ -34,10 +39,10 @@ SEED_OFFSET = 7919  # the tower's scenes are not the dataset's draws (those use 
 
 @dataclass(frozen=True)
 class TowerTraining:
-    """Settings of the tower pretraining (defaults: measured on 2 cores, ~100% held-out in ~15 s)."""
+    """Settings of the tower pretraining (defaults: measured on 2 cores, ~98% per token held out in ~20 s)."""
 
     preset: str = "imp-tiny"
-    steps: int = 300
+    steps: int = 400
     batch_size: int = 64
     lr: float = 3e-4
     eval_scenes: int = 256
@@ -50,28 +55,52 @@ class TowerTraining:
             raise ConfigError(f"tower training: lr must be positive, got {self.lr}")
 
 
-class SceneLabels:
-    """Per-scene targets: (colour, shape) of every slot with 0 = empty, and the sign's word (0 = none)."""
+class TokenLabels:
+    """Per-token targets of a scene: ``(num_tokens, 4)`` ints for the heads ``slot, colour, shape, word``.
 
-    def __init__(self, world: Any) -> None:
-        self.world = world
-        self.sizes: list[int] = []
-        for _ in world.positions:
-            self.sizes += [len(world.colours) + 1, len(world.shapes) + 1]
-        self.sizes.append(len(world.words) + 1)
+    A patch token belongs to the object covering most of it (at least ``MIN_COVER`` of its pixels);
+    ``slot`` is 0 for background, 1.. for the world's positions and ``len(positions) + 1`` for every
+    token of a sign scene; ``colour`` / ``shape`` / ``word`` are 0 where there is none, else 1 + index.
+    """
 
-    def __call__(self, scene: Any) -> list[int]:
-        w = self.world
-        out: list[int] = []
-        for position in w.positions:
-            obj = scene.at(position)
-            out += [w.colours.index(obj.colour) + 1, w.shapes.index(obj.shape) + 1] if obj else [0, 0]
-        out.append(w.words.index(scene.word) + 1 if scene.is_sign else 0)
+    HEADS: tuple[str, ...] = ("slot", "colour", "shape", "word")
+    MIN_COVER = 0.1
+
+    def __init__(self, world: Any, renderer: Any, grid: int) -> None:
+        if world.image_size % grid:
+            raise ConfigError(f"a {world.image_size} px world does not split into a {grid}x{grid} patch grid")
+        self.world, self.renderer, self.grid = world, renderer, grid
+        self.sizes = [
+            len(world.positions) + 2,
+            len(world.colours) + 1,
+            len(world.shapes) + 1,
+            len(world.words) + 1,
+        ]
+
+    def __call__(self, scene: Any) -> np.ndarray:
+        from impvlm.data.synthetic import Scene
+
+        w, g = self.world, self.grid
+        out = np.zeros((g * g, len(self.HEADS)), dtype=np.int64)
+        if scene.is_sign:
+            out[:, 0] = len(w.positions) + 1
+            out[:, 1] = w.colours.index(scene.word_colour) + 1
+            out[:, 3] = w.words.index(scene.word) + 1
+            return out
+        patch = w.image_size // g
+        best = np.zeros(g * g)
+        for obj in scene.objects:
+            pixels = np.asarray(self.renderer(Scene(objects=(obj,))), dtype=np.int16)
+            drawn = np.abs(pixels - np.array(w.background, dtype=np.int16)).sum(-1) > 30
+            cover = drawn.reshape(g, patch, g, patch).mean(axis=(1, 3)).reshape(-1)
+            mine = (cover >= self.MIN_COVER) & (cover > best)
+            best = np.where(mine, cover, best)
+            out[mine, :3] = (
+                w.positions.index(obj.position) + 1,
+                w.colours.index(obj.colour) + 1,
+                w.shapes.index(obj.shape) + 1,
+            )
         return out
-
-    def heads(self) -> list[str]:
-        names = [f"{kind}@{p}" for p in self.world.positions for kind in ("colour", "shape")]
-        return [*names, "word"]
 
 
 def pretrain_tower(
@@ -110,19 +139,27 @@ def pretrain_tower(
         )
     torch.manual_seed(settings.seed)
     tower = VisionTower(config)
-    labels = SceneLabels(world)
-    read_out = nn.Linear(config.num_image_tokens * tower.hidden_size, sum(labels.sizes))
     processor, render = ImageProcessor.from_config(config), Renderer(world)
+    grid = config.image_size // config.vision_config.patch_size  # tokens per side (no CLS in the features)
+    labels = TokenLabels(world, render, grid)
+    read_out = nn.Linear(tower.hidden_size, sum(labels.sizes))  # one head shared by every token
 
     def draw(rng: np.random.Generator, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         scenes = [sample_scene(rng, world) for _ in range(n)]
         pixels = torch.from_numpy(processor.batch([render(s) for s in scenes]))
-        return pixels, torch.tensor([labels(s) for s in scenes])
+        return pixels, torch.from_numpy(np.stack([labels(s) for s in scenes]))
 
     def loss_and_accuracy(pixels: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, list[float]]:
-        logits = read_out(tower(pixels).flatten(1)).split(labels.sizes, dim=1)
-        loss = sum(nn.functional.cross_entropy(x, target[:, i]) for i, x in enumerate(logits))
-        accuracy = [(x.argmax(1) == target[:, i]).float().mean().item() for i, x in enumerate(logits)]
+        logits = read_out(tower(pixels)).split(labels.sizes, dim=-1)  # (B, N, size) per head
+        loss = sum(
+            nn.functional.cross_entropy(x.flatten(0, 1), target[..., i].flatten())
+            for i, x in enumerate(logits)
+        )
+        # scored on the tokens that show something: background tokens are an easy majority
+        shown = target[..., 0] != 0
+        accuracy = [
+            (x.argmax(-1) == target[..., i])[shown].float().mean().item() for i, x in enumerate(logits)
+        ]
         return loss, accuracy  # type: ignore[return-value]
 
     rng = np.random.default_rng(world.seed + SEED_OFFSET + settings.seed)
@@ -144,7 +181,7 @@ def pretrain_tower(
         "settings": asdict(settings),
         "world": str(Path(data_root) / "world.json"),
         "seconds": round(time.perf_counter() - started, 1),
-        "held_out_accuracy": dict(zip(labels.heads(), (round(a, 4) for a in accuracy))),
+        "held_out_accuracy": dict(zip(labels.HEADS, (round(a, 4) for a in accuracy))),
         "mean_accuracy": round(float(np.mean(accuracy)), 4),
     }
     with committed_folder(out) as tmp:
