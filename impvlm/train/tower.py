@@ -65,6 +65,7 @@ class TokenLabels:
 
     HEADS: tuple[str, ...] = ("slot", "colour", "shape", "word")
     MIN_COVER = 0.1
+    INK = 30  # summed |RGB - background| above which a pixel counts as drawn
 
     def __init__(self, world: Any, renderer: Any, grid: int) -> None:
         if world.image_size % grid:
@@ -91,7 +92,7 @@ class TokenLabels:
         best = np.zeros(g * g)
         for obj in scene.objects:
             pixels = np.asarray(self.renderer(Scene(objects=(obj,))), dtype=np.int16)
-            drawn = np.abs(pixels - np.array(w.background, dtype=np.int16)).sum(-1) > 30
+            drawn = np.abs(pixels - np.array(w.background, dtype=np.int16)).sum(-1) > self.INK
             cover = drawn.reshape(g, patch, g, patch).mean(axis=(1, 3)).reshape(-1)
             mine = (cover >= self.MIN_COVER) & (cover > best)
             best = np.where(mine, cover, best)
