@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 
+from impvlm.data.defaults import TOWER_STEPS, TRAIN_IMAGES
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -21,8 +23,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", help="your own training folder (LLaVA JSON + images + tokenizer/)")
     parser.add_argument("--bench-data", help="your own benchmark folder (LLaVA playground/data/eval layout)")
     parser.add_argument(
-        "--train-images", type=int, default=3000, help="synthetic training images (default 3000)"
-    )
+        "--train-images", type=int, default=TRAIN_IMAGES,
+        help=f"synthetic training images (default {TRAIN_IMAGES})",
+    )  # fmt: skip
     parser.add_argument(
         "--eval-images", type=int, default=200, help="held-out synthetic images (default 200)"
     )
@@ -30,8 +33,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--bench-images", type=int, default=10, help="images per synthetic benchmark (default 10)"
     )
     parser.add_argument(
-        "--tower-steps", type=int, default=400,
-        help="steps of the tiny tower's pretraining on the synthetic world (default 400, about 20 s)",
+        "--tower-steps", type=int, default=TOWER_STEPS,
+        help=f"steps of the tiny tower's pretraining on the synthetic world (default {TOWER_STEPS})",
     )  # fmt: skip
     parser.add_argument("--gguf", default="f16,q8_0,q4_k_m", help="GGUF precisions to export and benchmark")
     parser.add_argument("--onnx", default="fp32,int8", help="ONNX vision precisions to export and benchmark")

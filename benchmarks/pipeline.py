@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.base import BENCHMARK_NAMES
+from impvlm.data.defaults import TOWER_STEPS, TRAIN_IMAGES
 
 STAGE_FILE = ".stage.json"
 
@@ -34,10 +35,10 @@ class PipelineConfig:
 
     work: Path = Path("work")
     seed: int = 0
-    train_images: int = 3000
+    train_images: int = TRAIN_IMAGES
     eval_images: int = 200
     bench_images: int = 10
-    tower_steps: int = 400  # the tiny tower's pretraining on the synthetic world (imp train-tower)
+    tower_steps: int = TOWER_STEPS  # the tiny tower's pretraining on the synthetic world (imp train-tower)
     eval_limit: int | None = 600  # held-out questions for the trained model's exact-answer accuracy
     recipes: tuple[str, ...] = ("tiny-warmup", "tiny-pretrain", "tiny-lora")
     train_overrides: dict[str, Any] = field(default_factory=dict)

@@ -1,5 +1,5 @@
 """The offline goal: the packaged tiny chain (warmup, stage 1, stage 2 LoRA) on the synthetic world,
-merged, answers held-out questions exactly. Minutes on 2 CPU cores: marked slow."""
+merged, answers held-out questions exactly. About half an hour on 2 CPU cores: marked slow."""
 
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
+from impvlm.data.defaults import TRAIN_IMAGES
 from impvlm.data.synthetic import WorldConfig, generate_dataset
 from impvlm.tokenizer import build_corpus, train_tokenizer
 from impvlm.train import exact_accuracy, merge_checkpoint, run_training
 from impvlm.train.evaluate import format_accuracy
 from impvlm.train.tower import pretrain_tower
 
-TRAIN_IMAGES = 4000  # `imp synth` defaults
-EVAL_IMAGES = 500
+EVAL_IMAGES = 500  # `imp synth` default
 
 
 @pytest.mark.slow

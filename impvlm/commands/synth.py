@@ -10,11 +10,17 @@ from __future__ import annotations
 
 import argparse
 
+from impvlm.data.defaults import TRAIN_IMAGES
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
     parser.add_argument(
-        "--train-images", type=int, default=4000, metavar="N", help="training images (default 4000)"
+        "--train-images",
+        type=int,
+        default=TRAIN_IMAGES,
+        metavar="N",
+        help=f"training images (default {TRAIN_IMAGES})",
     )
     parser.add_argument(
         "--eval-images", type=int, default=500, metavar="N", help="held-out images (default 500)"

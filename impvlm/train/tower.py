@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from impvlm.data.defaults import TOWER_STEPS
 from impvlm.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ class TowerTraining:
     """Settings of the tower pretraining (defaults: measured on 2 cores, ~98% per token held out in ~20 s)."""
 
     preset: str = "imp-tiny"
-    steps: int = 400
+    steps: int = TOWER_STEPS
     batch_size: int = 64
     lr: float = 3e-4
     eval_scenes: int = 256
