@@ -34,8 +34,8 @@ def test_tiny_chain_answers_held_out_questions(tmp_path: Path):
     result = exact_accuracy(merged, world / "eval.json")
     print(f"\ntiny chain trained in {seconds:.0f}s; {format_accuracy(result)}")
     (tmp_path / "result.json").write_text(json.dumps({**result, "train_seconds": seconds}))
-    # The aim is 90%. Measured with the per-token tower read-out and the LM's init std 0.06: 75.5%
-    # of 2290 in about 260 s on 2 cores (count 99%, OCR 100%, colour 81%, shape 70%, position 63%, exists
-    # 50%; 72.4% with the flattened tower read-out, 49% without the tower pretraining). Chance is about
-    # 27%: this guards the measured level with a margin.
-    assert result["overall"] >= 0.65, format_accuracy(result)
+    # The aim is 90%. Measured with batch 32, lr 1e-3, 1000 warm-up steps on 30,000 images (600
+    # held-out answers): 84.3% when the yes/no questions are learned (exists 87%), 79.2% and 81.5% in runs
+    # where they stay at chance (another tower, 1500 steps). Before (batch 8, 3000 images): 75.5% of 2290.
+    # Chance is about 27%: this guards the measured level with a margin.
+    assert result["overall"] >= 0.75, format_accuracy(result)
