@@ -9,14 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from impvlm.data.defaults import TRAIN_IMAGES
+from impvlm.data.defaults import EVAL_IMAGES, TRAIN_IMAGES
 from impvlm.data.synthetic import WorldConfig, generate_dataset
 from impvlm.tokenizer import build_corpus, train_tokenizer
 from impvlm.train import exact_accuracy, merge_checkpoint, run_training
 from impvlm.train.evaluate import format_accuracy
 from impvlm.train.tower import pretrain_tower
-
-EVAL_IMAGES = 500  # `imp synth` default
 
 
 @pytest.mark.slow

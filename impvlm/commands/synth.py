@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from impvlm.data.defaults import TRAIN_IMAGES
+from impvlm.data.defaults import EVAL_IMAGES, TRAIN_IMAGES
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -23,7 +23,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help=f"training images (default {TRAIN_IMAGES})",
     )
     parser.add_argument(
-        "--eval-images", type=int, default=500, metavar="N", help="held-out images (default 500)"
+        "--eval-images",
+        type=int,
+        default=EVAL_IMAGES,
+        metavar="N",
+        help=f"held-out images (default {EVAL_IMAGES})",
     )
     parser.add_argument(
         "--image-size", type=int, default=64, metavar="PX", help="image side in pixels (default 64)"
