@@ -325,3 +325,19 @@ def test_upstream_stage_outputs_merge(chain: Path, tmp_path: Path):
         merge_checkpoint(
             [stage1], tmp_path / "s2", language_model=tmp_path / "phi-2", vision_tower=tmp_path / "siglip"
         )
+
+
+def test_losses_are_reported_as_lines_or_bar_postfix_not_dicts(
+    world: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+):
+    """Without a bar every logged step is one log line; with a bar the loss rides in its postfix."""
+    caplog.set_level("INFO", logger="impvlm.train.trainer")
+    run_training("tiny-warmup", tmp_path / "quiet", {**FAST, "data.root": str(world), "train.max_steps": 2})
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("step ")]
+    assert [line.split(":")[0] for line in lines] == ["step 1/2", "step 2/2"]
+    assert all(" loss " in line and " lr " in line for line in lines)
+    shown = {**FAST, "data.root": str(world), "train.max_steps": 2, "train.progress": True}
+    run_training("tiny-warmup", tmp_path / "bar", shown)
+    out = capsys.readouterr()
+    assert "{'loss'" not in out.out + out.err and "'train_runtime'" not in out.out + out.err
+    assert "loss=" in out.err  # tqdm writes the bar, postfix included, to stderr

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 from transformers import Trainer, TrainerCallback
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from impvlm.errors import ConfigError
 from impvlm.templates import IGNORE_INDEX
@@ -186,6 +187,13 @@ class ImpTrainer(Trainer):
         self.lengths = lengths
         self.data_report = BatchReport()
         self._deferring_rotation = False
+        # the loss goes to the bar's postfix (or to the log without a bar), not a dict printed per log step
+        if self.args.disable_tqdm:
+            self.remove_callback(PrinterCallback)
+            self.add_callback(LossLines())
+        else:
+            self.remove_callback(ProgressCallback)
+            self.add_callback(LossProgress())
 
     # optimizer: the four groups of the stage, AdamW with the TrainingArguments' betas / eps
     def create_optimizer(self) -> torch.optim.Optimizer:
@@ -243,6 +251,34 @@ class ImpTrainer(Trainer):
     def _rotate_checkpoints(self, use_mtime: bool = False, output_dir: str | None = None) -> None:
         if not self._deferring_rotation:
             super()._rotate_checkpoints(use_mtime=False, output_dir=output_dir)
+
+
+class LossProgress(ProgressCallback):
+    """transformers' progress bar, with the last logged loss and lr as its postfix."""
+
+    def on_log(
+        self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any
+    ) -> None:
+        if state.is_world_process_zero and self.training_bar is not None and logs and "loss" in logs:
+            self.training_bar.set_postfix(_loss_fields(logs), refresh=False)
+
+
+class LossLines(TrainerCallback):
+    """Without a progress bar: one log line per logged step."""
+
+    def on_log(
+        self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any
+    ) -> None:
+        if state.is_world_process_zero and logs and "loss" in logs:
+            fields = ", ".join(f"{k} {v}" for k, v in _loss_fields(logs).items())
+            log.info("step %d/%d: %s", state.global_step, state.max_steps, fields)
+
+
+def _loss_fields(logs: dict[str, Any]) -> dict[str, str]:
+    fields = {"loss": f"{logs['loss']:.4f}"}
+    if logs.get("learning_rate") is not None:
+        fields["lr"] = f"{logs['learning_rate']:.2e}"
+    return fields
 
 
 class LossLog(TrainerCallback):
