@@ -91,6 +91,18 @@ def clear_log() -> None:
     _LOG_TAIL.clear()
 
 
+def cpu_extra_buffers_safe() -> bool:
+    """Whether llama.cpp's extra CPU weight buffers are safe to use on this machine.
+
+    They hold weights repacked for the CPU (``CPU_REPACK``) and, on CPUs with AMX, in AMX tiles. With
+    llama-cpp-python 0.3.36 on an AMX Xeon, ``llama_decode`` of a batch of more than one token with
+    q8_0 / q4_k_m weights in the AMX buffer segfaults (measured: one token works, five crash; f16 is
+    not repacked). On such CPUs the weights stay in the plain CPU buffer.
+    """
+    info = llama_cpp_module().llama_print_system_info().decode("utf-8", errors="replace")
+    return "AMX_INT8 = 1" not in info
+
+
 def default_threads() -> int:
     try:
         return max(1, len(os.sched_getaffinity(0)))
@@ -115,6 +127,10 @@ class LlamaSession:
         use_mmap: map the file (llama.cpp's default load mode) instead of reading it. Off by default:
             on CPUs where llama.cpp repacks quantized weights (CPU_REPACK), the mapped pages stay resident
             next to their repacked copies (Phi-2 q4_k_m on 2 cores: load 2677 MB mapped vs 1734 MB read).
+        n_ubatch: rows llama.cpp computes at once inside a batch (default: ``min(n_batch, 512)``).
+        extra_buffers: let llama.cpp put weights in its extra CPU buffers (repacked layouts, AMX);
+            ``None`` = unless this CPU has AMX, where llama-cpp-python 0.3.36 crashes on them
+            (:func:`cpu_extra_buffers_safe`).
     """
 
     def __init__(
@@ -128,6 +144,8 @@ class LlamaSession:
         kv_type: str = "f16",
         flash_attn: bool | None = None,
         use_mmap: bool = False,
+        n_ubatch: int | None = None,
+        extra_buffers: bool | None = None,
     ) -> None:
         self._model = self._ctx = None
         self._tok_batch = self._emb_batch = None
@@ -140,6 +158,7 @@ class LlamaSession:
         clear_log()
         mparams = lib.llama_model_default_params()
         mparams.n_gpu_layers = int(n_gpu_layers)
+        mparams.use_extra_bufts = cpu_extra_buffers_safe() if extra_buffers is None else bool(extra_buffers)
         if not use_mmap:
             mparams.load_mode = lib.LLAMA_LOAD_MODE_NONE
         self._model = lib.llama_model_load_from_file(str(self.path).encode(), mparams)
@@ -154,7 +173,7 @@ class LlamaSession:
             cparams = lib.llama_context_default_params()
             cparams.n_ctx = int(n_ctx or self.n_ctx_train)
             cparams.n_batch = max(1, min(int(n_batch), cparams.n_ctx))
-            cparams.n_ubatch = min(cparams.n_batch, 512)
+            cparams.n_ubatch = min(cparams.n_batch, int(n_ubatch or 512))
             cparams.n_seq_max = 1
             cparams.n_threads = threads
             cparams.n_threads_batch = threads

@@ -465,3 +465,18 @@ def test_phi2_shaped_layer_exports_and_quantizes(tok, prompts, work: Path) -> No
     assert validate_gguf(model, tok, q, text_prompts, None, n_greedy=4, n_threads=THREADS)["tokenization"][
         "match"
     ]
+
+
+def test_quantized_prompt_batches_decode_with_and_without_extra_buffers(base: Path, work: Path) -> None:
+    """A q8_0 prompt of several tokens decodes in one batch. llama.cpp's extra CPU buffers (repacked /
+    AMX weights) are skipped on AMX CPUs, where llama-cpp-python 0.3.36 segfaults on such a batch, and
+    the plain buffer gives the same logits as whatever the default chose."""
+    path = quantize_gguf(base, work / "lm-q8_0-batch.gguf", "q8_0", threads=THREADS)
+    ids = list(range(5, 25))
+    rows = {}
+    for extra in (None, False):
+        with LlamaSession(path, n_ctx=64, n_threads=THREADS, all_logits=True, extra_buffers=extra) as s:
+            s.eval_tokens(ids)
+            rows[extra] = s.logits_all()
+    assert rows[None].shape == (len(ids), rows[None].shape[1]) and np.isfinite(rows[None]).all()
+    assert np.allclose(rows[None], rows[False], atol=2e-2)

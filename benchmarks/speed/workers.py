@@ -3,8 +3,8 @@
 Every figure comes from the runtimes users run: ``TorchRuntime`` / ``ExportedRuntime`` built as
 ``imp chat`` builds them and asked through ``Runtime.generate`` (greedy, a fixed number of answer
 tokens: ``ignore_stop=True``), with the runtime's own :class:`~runtimes.base.Timings`. The one
-reference that is not a runtime of this project is *bare llama.cpp*: the same GGUF file in
-llama-cpp-python's plain high-level API (``llama_cpp.Llama(...).eval``) with the runtime's context
+reference that is not a runtime of this project is *bare llama.cpp*: the same GGUF file in a
+bare llama.cpp context (llama-cpp-python's low-level API: ``llama_decode`` only) with the runtime's context
 settings, run interleaved with the runtime so both see the same machine load.
 
 The protocol on one runtime (:class:`Protocol`):
@@ -270,10 +270,12 @@ class LlamaLogGrep(logging.Handler):
 
 
 class BareLlama:
-    """The same GGUF in llama-cpp-python's high-level ``Llama``: ``eval`` a prompt, then one token at a time."""
+    """The same GGUF in a bare llama.cpp context (:class:`~export.llama_session.LlamaSession`, the
+    low-level API): ``llama_decode`` of a prompt, then one token at a time; no prompt building, no vision.
+    """
 
     def __init__(self, path: Path, threads: int, n_ctx: int, n_batch: int, n_ubatch: int, flash_attn: bool):
-        from llama_cpp import Llama
+        from export.llama_session import LlamaSession
 
         self.settings = {
             "n_ctx": n_ctx,
@@ -282,28 +284,22 @@ class BareLlama:
             "threads": threads,
             "flash_attn": flash_attn,
         }
-        self.llm = Llama(
-            model_path=str(path),
-            n_ctx=n_ctx,
-            n_batch=n_batch,
-            n_ubatch=n_ubatch,
-            n_threads=threads,
-            n_threads_batch=threads,
-            flash_attn=flash_attn,
-            verbose=False,
-        )
-        self.n_vocab = self.llm.n_vocab()
+        self.llm = LlamaSession(
+            path, n_ctx=n_ctx, n_threads=threads, n_batch=n_batch, n_ubatch=n_ubatch, flash_attn=flash_attn,
+            use_mmap=True,
+        )  # fmt: skip
+        self.n_vocab = self.llm.n_vocab
 
     def run(self, n_prompt: int, n_decode: int) -> dict[str, Any]:
         llm = self.llm
         prompt = [(17 + 31 * i) % min(self.n_vocab, 50000) for i in range(n_prompt)]
         llm.reset()
         started = time.perf_counter()
-        llm.eval(prompt)
+        llm.eval_tokens(prompt)
         prefill_s = time.perf_counter() - started
         started = time.perf_counter()
         for _ in range(n_decode):
-            llm.eval([prompt[-1]])
+            llm.eval_tokens([prompt[-1]])
         decode_s = time.perf_counter() - started
         return {
             "prefill_tokens": n_prompt,
