@@ -99,8 +99,12 @@ def cpu_extra_buffers_safe() -> bool:
     q8_0 / q4_k_m weights in the AMX buffer segfaults (measured: one token works, five crash; f16 is
     not repacked). On such CPUs the weights stay in the plain CPU buffer.
     """
-    info = llama_cpp_module().llama_print_system_info().decode("utf-8", errors="replace")
-    return "AMX_INT8 = 1" not in info
+    lib = llama_cpp_module()
+    with _INIT_LOCK:
+        if "extra_buffers_safe" not in _STATE:  # the CPU does not change: ask llama.cpp once
+            info = lib.llama_print_system_info().decode("utf-8", errors="replace")
+            _STATE["extra_buffers_safe"] = "AMX_INT8 = 1" not in info
+        return bool(_STATE["extra_buffers_safe"])
 
 
 def default_threads() -> int:
