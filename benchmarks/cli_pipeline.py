@@ -50,7 +50,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="training override for every recipe (e.g. --set max_steps=50)",
+        help="training override for every recipe, a recipe key with a YAML value (e.g. --set train.max_steps=50)",
     )
     parser.add_argument(
         "--strict", action="store_true", help="exit 1 when the report says accuracy did not hold"
@@ -73,15 +73,10 @@ def _run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from benchmarks.pipeline import Pipeline, PipelineConfig
-    from impvlm.errors import ConfigError
+    from impvlm.train.recipes import parse_overrides
 
     os.environ.setdefault("IMP_JUDGE", "exact")  # offline MM-Vet grading unless a judge is configured
-    overrides = {}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ConfigError(f"--set {item!r}: use KEY=VALUE")
-        overrides[key] = value
+    overrides = parse_overrides(args.set)  # YAML values, as `imp train KEY=VALUE` reads them
     config = PipelineConfig(
         work=Path(args.work),
         train_images=args.train_images,

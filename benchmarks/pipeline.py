@@ -182,8 +182,10 @@ class Pipeline:
 
         def train(folder: Path) -> dict[str, str]:
             out = None
+            # progress bars are not an input of the stage: kept out of its fingerprint
+            run_overrides = {"train.progress": c.progress, **overrides}
             for recipe in c.recipes:  # one run folder: each stage finds the previous one there
-                out = run_training(recipe, folder / "run", overrides, resume=True)
+                out = run_training(recipe, folder / "run", run_overrides, resume=True)
             return {"output": str(out)}
 
         trained = self.stage(
