@@ -34,7 +34,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--tower-steps", type=int, default=TOWER_STEPS,
-        help=f"steps of the tiny tower's pretraining on the synthetic world (default {TOWER_STEPS}: about 20 s)",
+        help=f"steps of the tiny tower's pretraining on the synthetic world (default {TOWER_STEPS}: about 3 minutes)",
     )  # fmt: skip
     parser.add_argument("--gguf", default="f16,q8_0,q4_k_m", help="GGUF precisions to export and benchmark")
     parser.add_argument("--onnx", default="fp32,int8", help="ONNX vision precisions to export and benchmark")

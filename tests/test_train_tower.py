@@ -41,9 +41,12 @@ def test_tower_learns_every_attribute_of_the_world(tower):
     acc = info["held_out_accuracy"]
     assert set(acc) == {"slot", "colour", "shape", "word"}
     # scored on the tokens that show an object or a sign; chance is 1/6 for the slot and 1/5 for a
-    # colour (4 colours or none); measured after 150 steps of 32 scenes: slot 0.78, colour 0.98
-    assert acc["slot"] >= 0.65 and acc["colour"] >= 0.9, acc
+    # colour (4 colours or none); measured after 150 steps of 32 scenes: slot 0.83, colour 0.93
+    assert acc["slot"] >= 0.65 and acc["colour"] >= 0.85, acc
     assert info["mean_accuracy"] >= 0.7, acc
+    # every token's features are pulled onto its own object's code and nothing else (1.0: no closer
+    # than all-zero features); measured after 150 steps: 0.43
+    assert 0 <= info["code_error"] < 0.6, info
 
 
 def test_every_token_is_labelled_with_the_object_covering_it(world: Path):

@@ -1,11 +1,11 @@
 """Pretrain the tiny vision tower on the synthetic world (the offline stand-in for a pretrained SigLIP).
 
 Nothing pretrained exists offline, and a tiny tower trained only through the LM's answers learns to see
-slowly. This trains the preset's tower directly: one linear read-out shared by every patch token
-predicts the slot, colour and shape of the object under that patch (and the word of a sign scene), so
-each token says what it shows and where, on freshly rendered scenes of the world in DATA/world.json
-(not the dataset's own images). About 20 s on 2 CPU cores. The tiny-warmup recipe loads the result
-from DATA/tower (its model.vision_tower) and keeps it frozen.
+slowly. This trains the preset's tower directly: every patch token is pulled onto a code of the object
+under that patch (one-hot slot, colour, shape, and the word of a sign scene, every other feature 0), so
+each token says what it shows and where, and nothing about the other objects, on freshly rendered
+scenes of the world in DATA/world.json (not the dataset's own images). About 3 minutes on 2 CPU cores.
+The tiny-warmup recipe loads the result from DATA/tower (its model.vision_tower) and keeps it frozen.
 
 Example:
 

@@ -7,4 +7,4 @@ off near 80% in a plain loop where fresh scenes reach 93%), and 30,000 images ta
 
 TRAIN_IMAGES = 30_000
 EVAL_IMAGES = 500  # `imp synth`; `imp pipeline` scores 200 images (its eval_images)
-TOWER_STEPS = 400
+TOWER_STEPS = 1000
