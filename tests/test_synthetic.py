@@ -12,6 +12,7 @@ import pytest
 from impvlm.data.synthetic import (
     KINDS,
     PALETTE,
+    POSITION_PHRASES,
     QA,
     SHORT_ANSWER_SUFFIX,
     SLOTS,
@@ -22,6 +23,7 @@ from impvlm.data.synthetic import (
     ask,
     caption,
     generate_dataset,
+    instruct_turns,
     render,
     sample_scene,
 )
@@ -188,6 +190,47 @@ def test_kind_that_does_not_apply_raises() -> None:
     assert set(KINDS) == set(applicable_kinds(sign)) | set(
         applicable_kinds(Scene(objects=scenes(1)[0].objects))
     )
+
+
+def test_asking_about_a_given_object() -> None:
+    rng = np.random.default_rng(4)
+    scene = next(s for s in scenes(200, seed=4) if len(s.objects) == 3)
+    for obj in scene.objects:
+        assert ask(scene, "colour", rng, CFG, obj=obj).answer == obj.colour
+        assert ask(scene, "shape", rng, CFG, obj=obj).answer == obj.shape
+        assert ask(scene, "position", rng, CFG, obj=obj).answer == obj.position
+        assert ask(scene, "position", rng, CFG, polarity=True, obj=obj).question.startswith(
+            f"Is the {obj.colour} {obj.shape} "
+        )
+    with pytest.raises(ConfigError, match="cannot be about"):
+        ask(scene, "count", rng, CFG, obj=scene.objects[0])
+    other = next(o for s in scenes(200, seed=5) for o in s.objects if o not in scene.objects)
+    with pytest.raises(ConfigError, match="cannot be about"):
+        ask(scene, "colour", rng, CFG, obj=other)
+
+
+def test_no_instruct_turn_is_answered_by_an_earlier_turn() -> None:
+    # a turn that names an object (by its slot in a colour / shape question, or by answering a position
+    # question) is about an object no earlier turn named, so its slot is not in the earlier text
+    rng = np.random.default_rng(6)
+    n_turns = Counter()
+    for scene in scenes(3000, seed=6):
+        turns = instruct_turns(scene, rng, CFG)
+        n_turns[len(turns)] += 1
+        assert len({qa.kind for qa in turns}) == len(turns)
+        named: set[str] = set()
+        for qa in turns:
+            if scene.is_sign:
+                continue
+            if qa.kind == "position" and qa.answer in CFG.positions:
+                slots = {qa.answer}
+            elif qa.kind in ("colour", "shape"):
+                slots = {p for p in CFG.positions if POSITION_PHRASES[p] in qa.question}
+            else:
+                continue
+            assert not slots & named, (scene, turns)
+            named |= slots
+    assert set(n_turns) == {2, 3, 4}, n_turns
 
 
 def test_answers_are_balanced_and_not_guessable_from_the_question() -> None:

@@ -56,6 +56,8 @@ IMAGE_PLACEHOLDER = "<image>"
 
 KINDS: tuple[str, ...] = ("colour", "shape", "position", "count", "exists", "ocr")
 OBJECT_KINDS: tuple[str, ...] = ("colour", "shape", "position", "count", "exists")
+#: Kinds whose question names one object of an object scene (``ask(..., obj=...)`` picks which).
+REFERRING_KINDS: tuple[str, ...] = ("colour", "shape", "position")
 SIGN_KINDS: tuple[str, ...] = ("ocr", "colour", "count")
 
 #: Colours the renderer knows (bright, far apart in RGB, all readable on the dark background).
@@ -316,48 +318,59 @@ def applicable_kinds(scene: Scene) -> tuple[str, ...]:
 
 
 def ask(
-    scene: Scene, kind: str, rng: np.random.Generator, cfg: WorldConfig, polarity: bool | None = None
+    scene: Scene,
+    kind: str,
+    rng: np.random.Generator,
+    cfg: WorldConfig,
+    polarity: bool | None = None,
+    obj: Obj | None = None,
 ) -> QA:
     """Ask a question of ``kind`` about ``scene``.
 
     ``polarity=None`` asks the open form (answer: a colour, shape, position, digit or word);
     ``True``/``False`` asks the yes/no verification form whose answer is "yes"/"no". ``exists`` is always
-    yes/no: ``None`` tosses a fair coin. Raises ConfigError when ``kind`` does not apply to the scene.
+    yes/no: ``None`` tosses a fair coin. ``obj`` names the object a colour / shape / position question
+    of an object scene is about (default: one drawn at random). Raises ConfigError when ``kind`` does not
+    apply to the scene or ``obj`` is not one of its objects.
     """
     if kind not in applicable_kinds(scene):
         raise ConfigError(
             f"question kind {kind!r} does not apply to this scene (kinds: {applicable_kinds(scene)})"
         )
+    if obj is not None and (kind not in REFERRING_KINDS or obj not in scene.objects):
+        raise ConfigError(
+            f"a {kind} question cannot be about {obj}: not a referring kind or not in the scene"
+        )
     if kind == "exists":
         return _ask_exists(scene, rng, cfg, bool(rng.random() < 0.5) if polarity is None else polarity)
     if polarity is None:
-        return _OPEN[kind](scene, rng, cfg)
-    return _VERIFY[kind](scene, rng, cfg, polarity)
+        return _OPEN[kind](scene, rng, cfg, obj)
+    return _VERIFY[kind](scene, rng, cfg, polarity, obj)
 
 
-def _ask_colour(scene: Scene, rng: np.random.Generator, cfg: WorldConfig) -> QA:
+def _ask_colour(scene: Scene, rng: np.random.Generator, cfg: WorldConfig, obj: Obj | None = None) -> QA:
     if scene.is_sign:
         q = _pick(rng, ("What colour is the text?", "What colour is the word?"))
         return QA(q, scene.word_colour or "", "colour")
-    obj = _pick(rng, scene.objects)
+    obj = obj or _pick(rng, scene.objects)
     return QA(f"What colour is {_refer(scene, obj, rng, by=('position', 'shape'))}?", obj.colour, "colour")
 
 
-def _ask_shape(scene: Scene, rng: np.random.Generator, cfg: WorldConfig) -> QA:
-    obj = _pick(rng, scene.objects)
+def _ask_shape(scene: Scene, rng: np.random.Generator, cfg: WorldConfig, obj: Obj | None = None) -> QA:
+    obj = obj or _pick(rng, scene.objects)
     if rng.random() < 0.5 and _unique(scene, "colour", obj.colour):
         return QA(f"What shape is the {obj.colour} object?", obj.shape, "shape")
     return QA(f"What shape is {POSITION_PHRASES[obj.position]}?", obj.shape, "shape")
 
 
-def _ask_position(scene: Scene, rng: np.random.Generator, cfg: WorldConfig) -> QA:
-    obj = _pick(rng, scene.objects)
+def _ask_position(scene: Scene, rng: np.random.Generator, cfg: WorldConfig, obj: Obj | None = None) -> QA:
+    obj = obj or _pick(rng, scene.objects)
     return QA(
         f"Where is {_refer(scene, obj, rng, by=('both', 'shape', 'colour'))}?", obj.position, "position"
     )
 
 
-def _ask_count(scene: Scene, rng: np.random.Generator, cfg: WorldConfig) -> QA:
+def _ask_count(scene: Scene, rng: np.random.Generator, cfg: WorldConfig, obj: None = None) -> QA:
     q = _pick(
         rng,
         (
@@ -369,7 +382,7 @@ def _ask_count(scene: Scene, rng: np.random.Generator, cfg: WorldConfig) -> QA:
     return QA(q, str(len(scene.objects)), "count")
 
 
-def _ask_ocr(scene: Scene, rng: np.random.Generator, cfg: WorldConfig) -> QA:
+def _ask_ocr(scene: Scene, rng: np.random.Generator, cfg: WorldConfig, obj: None = None) -> QA:
     q = _pick(
         rng,
         ("What word is written in the image?", "What does the text say?", "What is the word in the image?"),
@@ -399,39 +412,49 @@ def _ask_exists(scene: Scene, rng: np.random.Generator, cfg: WorldConfig, polari
     return QA(_pick(rng, _pick(rng, options)), _yes(polarity), "exists")
 
 
-def _verify_colour(scene: Scene, rng: np.random.Generator, cfg: WorldConfig, polarity: bool) -> QA:
+def _verify_colour(
+    scene: Scene, rng: np.random.Generator, cfg: WorldConfig, polarity: bool, obj: Obj | None = None
+) -> QA:
     if scene.is_sign:
         c = _same_or_other(rng, scene.word_colour or "", cfg.colours, polarity)
         return QA(f"Is the text {c}?", _yes(polarity), "colour")
-    obj = _pick(rng, scene.objects)
+    obj = obj or _pick(rng, scene.objects)
     c = _same_or_other(rng, obj.colour, cfg.colours, polarity)
     return QA(f"Is the shape {POSITION_PHRASES[obj.position]} {c}?", _yes(polarity), "colour")
 
 
-def _verify_shape(scene: Scene, rng: np.random.Generator, cfg: WorldConfig, polarity: bool) -> QA:
-    obj = _pick(rng, scene.objects)
+def _verify_shape(
+    scene: Scene, rng: np.random.Generator, cfg: WorldConfig, polarity: bool, obj: Obj | None = None
+) -> QA:
+    obj = obj or _pick(rng, scene.objects)
     s = _same_or_other(rng, obj.shape, cfg.shapes, polarity)
     return QA(f"Is the object {POSITION_PHRASES[obj.position]} {_a(s)} {s}?", _yes(polarity), "shape")
 
 
-def _verify_position(scene: Scene, rng: np.random.Generator, cfg: WorldConfig, polarity: bool) -> QA:
-    obj = _pick(rng, scene.objects)
+def _verify_position(
+    scene: Scene, rng: np.random.Generator, cfg: WorldConfig, polarity: bool, obj: Obj | None = None
+) -> QA:
+    obj = obj or _pick(rng, scene.objects)
     p = _same_or_other(rng, obj.position, cfg.positions, polarity)
     return QA(f"Is the {obj.colour} {obj.shape} {POSITION_PHRASES[p]}?", _yes(polarity), "position")
 
 
-def _verify_count(scene: Scene, rng: np.random.Generator, cfg: WorldConfig, polarity: bool) -> QA:
+def _verify_count(
+    scene: Scene, rng: np.random.Generator, cfg: WorldConfig, polarity: bool, obj: None = None
+) -> QA:
     n = _same_or_other(rng, len(scene.objects), range(cfg.max_objects + 1), polarity)
     q = "Is there exactly 1 shape in the image?" if n == 1 else f"Are there exactly {n} shapes in the image?"
     return QA(q, _yes(polarity), "count")
 
 
-def _verify_ocr(scene: Scene, rng: np.random.Generator, cfg: WorldConfig, polarity: bool) -> QA:
+def _verify_ocr(
+    scene: Scene, rng: np.random.Generator, cfg: WorldConfig, polarity: bool, obj: None = None
+) -> QA:
     w = _same_or_other(rng, scene.word or "", cfg.words, polarity)
     return QA(f"Is the word {w} written in the image?", _yes(polarity), "ocr")
 
 
-_OPEN: MappingProxyType[str, Callable[[Scene, np.random.Generator, WorldConfig], QA]] = MappingProxyType(
+_OPEN: MappingProxyType[str, Callable[..., QA]] = MappingProxyType(
     {
         "colour": _ask_colour,
         "shape": _ask_shape,
@@ -440,16 +463,14 @@ _OPEN: MappingProxyType[str, Callable[[Scene, np.random.Generator, WorldConfig],
         "ocr": _ask_ocr,
     }
 )
-_VERIFY: MappingProxyType[str, Callable[[Scene, np.random.Generator, WorldConfig, bool], QA]] = (
-    MappingProxyType(
-        {
-            "colour": _verify_colour,
-            "shape": _verify_shape,
-            "position": _verify_position,
-            "count": _verify_count,
-            "ocr": _verify_ocr,
-        }
-    )
+_VERIFY: MappingProxyType[str, Callable[..., QA]] = MappingProxyType(
+    {
+        "colour": _verify_colour,
+        "shape": _verify_shape,
+        "position": _verify_position,
+        "count": _verify_count,
+        "ocr": _verify_ocr,
+    }
 )
 
 
@@ -513,14 +534,26 @@ def pretrain_record(rid: str, image: str, scene: Scene, rng: np.random.Generator
 
 
 def instruct_turns(scene: Scene, rng: np.random.Generator, cfg: WorldConfig) -> list[QA]:
-    """2-4 questions of distinct kinds (fewer when the scene has fewer kinds), some in yes/no form."""
+    """2-4 questions of distinct kinds (fewer when the scene has fewer kinds), some in yes/no form.
+
+    Questions that name an object (colour / shape / position) are each about another object, so no
+    answer can be read off an earlier turn's text ("Where is the red circle? left", then "What colour is
+    the shape on the left?"): a kind with no object left is passed over.
+    """
     kinds = applicable_kinds(scene)
-    n = min(int(rng.integers(2, 5)), len(kinds))
-    chosen = [kinds[i] for i in rng.permutation(len(kinds))[:n]]
+    n = int(rng.integers(2, 5))
+    unasked = [scene.objects[i] for i in rng.permutation(len(scene.objects))]
     turns = []
-    for kind in chosen:
+    for kind in (kinds[i] for i in rng.permutation(len(kinds))):
+        if len(turns) == n:
+            break
+        obj = None
+        if kind in REFERRING_KINDS and not scene.is_sign:
+            if not unasked:
+                continue
+            obj = unasked.pop()
         polarity = bool(rng.random() < 0.5) if rng.random() < cfg.verify_fraction else None
-        turns.append(ask(scene, kind, rng, cfg, polarity))
+        turns.append(ask(scene, kind, rng, cfg, polarity, obj))
     return turns
 
 
