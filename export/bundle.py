@@ -461,13 +461,15 @@ def _gguf_types() -> tuple[str, ...]:
 
 
 def default_calibration(config: Any) -> list[str]:
-    """A few single-turn prompts of the model's template, with and without ``<image>``."""
+    """A few single-turn prompts of the model's template, with and without ``<image>`` (distinct and
+    non-empty: the ``plain`` template of a stage-1 model drops the question, leaving ``<image>``)."""
     from impvlm.templates import get_template
 
     template = get_template(config.template)
-    return [template.question_prompt(q) for q in CALIBRATION_IMAGE_QUESTIONS] + [
+    prompts = [template.question_prompt(q) for q in CALIBRATION_IMAGE_QUESTIONS] + [
         template.question_prompt(q, with_image=False) for q in CALIBRATION_TEXT_QUESTIONS
     ]
+    return [p for p in dict.fromkeys(prompts) if p]
 
 
 def calibration_images(config: Any, prompts: Sequence[str]) -> Any:
@@ -493,6 +495,8 @@ def export_bundle(
     imatrix: bool = False,
     progress: bool = False,
     mmproj: Sequence[str] = (),
+    language_model: str | Path | None = None,
+    vision_tower: str | Path | None = None,
 ) -> Manifest:
     """Export a checkpoint (impvlm or upstream Imp layout) into a bundle folder ``out``.
 
@@ -515,10 +519,15 @@ def export_bundle(
         progress: show a tqdm progress bar.
         mmproj: llama.cpp mmproj precisions of the vision tower + projector (``f16``, ``q8_0``, ...;
             :mod:`export.mmproj`), validated through libmtmd against PyTorch. Needs ``gguf``.
+        language_model / vision_tower: local folders of what an upstream checkpoint only names (the
+            base Phi-2 of a stage output, a tower recorded as a hub id); see :mod:`impvlm.upstream`.
     """
     from tqdm import tqdm
 
+    from impvlm.upstream import Parts
+
     plan = ExportPlan.make(gguf, onnx, validate, mmproj)
+    parts = Parts.of(language_model, vision_tower)
     checkpoint, out = Path(checkpoint), Path(out)
     _check_target(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -526,7 +535,7 @@ def export_bundle(
     bar = tqdm(total=plan.n_steps(imatrix), desc="export", unit="step", disable=not progress)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
-        manifest = _BundleWriter(plan, checkpoint, work, threads, bar).run(
+        manifest = _BundleWriter(plan, checkpoint, work, threads, bar, parts).run(
             tokenizer_dir, calibration_prompts, optimize_onnx, imatrix
         )
         manifest.timings["total_seconds"] = round(time.perf_counter() - started, 3)
@@ -544,9 +553,12 @@ def export_bundle(
 class _BundleWriter:
     """The steps of one export into a work folder; :func:`export_bundle` owns the folder's fate."""
 
-    def __init__(self, plan: ExportPlan, checkpoint: Path, work: Path, threads: int | None, bar: Any) -> None:
+    def __init__(
+        self, plan: ExportPlan, checkpoint: Path, work: Path, threads: int | None, bar: Any, parts: Any = None
+    ) -> None:
         self.plan = plan
         self.checkpoint = checkpoint
+        self.parts = parts  # impvlm.upstream.Parts: base folders an upstream stage output only names
         self.work = work
         self.threads = threads
         self.bar = bar
@@ -560,16 +572,17 @@ class _BundleWriter:
         optimize_onnx: bool,
         imatrix: bool,
     ) -> Manifest:
-        from impvlm.checkpoint import checkpoint_hash, is_upstream, load_model, read_config_dict
+        from impvlm.checkpoint import IMPVLM, checkpoint_hash, read_checkpoint
         from impvlm.image_processing import ImageProcessor
         from impvlm.tokenizer import load_tokenizer, save_tokenizer
 
         with self._step("load checkpoint", "load_seconds"):
-            layout = "upstream" if is_upstream(read_config_dict(self.checkpoint)) else "impvlm"
-            model = load_model(self.checkpoint)
-            tokenizer = load_tokenizer(tokenizer_dir or self.checkpoint)
+            reading = read_checkpoint(self.checkpoint, self.parts)
+            layout = "impvlm" if reading.layout is IMPVLM else "upstream"
+            model = reading.model()
+            tokenizer = load_tokenizer(tokenizer_dir) if tokenizer_dir else reading.tokenizer()
             tokens = _token_ids(model.config, tokenizer)
-            source = SourceInfo(str(self.checkpoint.resolve()), checkpoint_hash(self.checkpoint), layout)
+            source = SourceInfo(str(self.checkpoint.resolve()), checkpoint_hash(reading), layout)
         vision = self._vision(model, optimize_onnx) if self.plan.onnx else {}
         lm = self._lm(model, tokenizer, prompts, imatrix) if self.plan.gguf else {}
         mmproj = self._mmproj(model, tokenizer, prompts, lm) if self.plan.mmproj else {}  # issue 7
@@ -808,17 +821,23 @@ def _model_info(config: Any) -> ModelInfo:
 
 def _token_ids(config: Any, tokenizer: Any) -> TokenIds:
     """Special ids from the config, checked against the tokenizer the bundle ships."""
-    from impvlm.templates import IMAGE_TOKEN, get_template
+    from impvlm.templates import IMAGE_SENTINEL, IMAGE_TOKEN, get_template
+    from impvlm.tokenizer import image_token_id, single_token_id
 
     template = get_template(config.template)
-    image = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
-    stop = tokenizer.convert_tokens_to_ids(template.stop_str)
+    image = image_token_id(tokenizer)  # IMAGE_SENTINEL: no <image> token, spliced where the text says
+    stop = single_token_id(tokenizer, template.stop_str)  # Phi-2's unk is its stop token: legal
     if image != config.image_token_index:
-        raise ExportError(
-            f"the tokenizer's {IMAGE_TOKEN} id is {image}, the model's image_token_index is "
-            f"{config.image_token_index}: wrong tokenizer for this checkpoint"
+        found = (
+            f"tokenizer has no {IMAGE_TOKEN} token"
+            if image == IMAGE_SENTINEL
+            else f"tokenizer's {IMAGE_TOKEN} id is {image}"
         )
-    if stop is None or stop == tokenizer.unk_token_id:
+        raise ExportError(
+            f"the {found}, the model's image_token_index is {config.image_token_index}: "
+            "wrong tokenizer for this checkpoint"
+        )
+    if stop is None:
         raise ExportError(f"the tokenizer has no token for the template's stop string {template.stop_str!r}")
     return TokenIds(
         image=int(image),

@@ -1,8 +1,8 @@
 """Export a checkpoint to a deployable bundle: ONNX vision encoder + GGUF language model + tokenizer.
 
-CHECKPOINT is a merged impvlm checkpoint or an upstream Imp / LLaVA-Phi folder (read without running
-code shipped inside it). Every file is checked against the PyTorch model unless --no-validate; a
-failed check leaves no bundle behind. The bundle's manifest.json describes the model, its template,
+CHECKPOINT is an impvlm checkpoint, a published Imp / LLaVA-Phi folder or an upstream stage output,
+read without running code shipped inside it (`imp info CHECKPOINT` says what it is). Every file is
+checked against the PyTorch model unless --no-validate; a failed check leaves no bundle behind. The bundle's manifest.json describes the model, its template,
 preprocessing and every file (sha256, size, precision, parity); `imp info BUNDLE` prints it.
 
 Example:
@@ -21,7 +21,11 @@ def _csv(value: str) -> list[str]:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", metavar="CHECKPOINT", help="checkpoint folder (impvlm or upstream Imp)")
+    parser.add_argument(
+        "checkpoint",
+        metavar="CHECKPOINT",
+        help="checkpoint folder (impvlm, Imp, LLaVA-Phi or a stage output)",
+    )
     parser.add_argument("--out", required=True, metavar="BUNDLE", help="bundle folder to write")
     parser.add_argument(
         "--gguf",
@@ -62,6 +66,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="quantize with an importance matrix measured on the calibration prompts",
     )
+    parser.add_argument(
+        "--vision-tower",
+        metavar="DIR",
+        help="local SigLIP / CLIP folder, for an upstream checkpoint that only names its tower (a hub id)",
+    )
+    parser.add_argument(
+        "--language-model", metavar="DIR", help="local Phi-2 folder, the base of an upstream stage output"
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
@@ -80,6 +92,8 @@ def run(args: argparse.Namespace) -> int:
         imatrix=args.imatrix,
         progress=not args.no_progress,
         mmproj=args.mmproj,
+        language_model=args.language_model,
+        vision_tower=args.vision_tower,
     )
     print(summary(manifest.to_dict(), args.out))
     return 0

@@ -1,6 +1,9 @@
-"""Describe an export bundle: model, template, tokens, preprocessing, files and their checks.
+"""Describe an export bundle (model, template, tokens, preprocessing, files and their checks) or a
+checkpoint folder (its layout, template and why, tower, image tokens, dtype, size, and what
+`imp export` would write).
 
-The files' sha256 are verified unless --no-verify; a changed or missing file is an error.
+A bundle's files are verified against their sha256 unless --no-verify; a changed or missing file is
+an error. A checkpoint is described without loading its weights.
 """
 
 from __future__ import annotations
@@ -11,13 +14,30 @@ from typing import Any
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("bundle", metavar="BUNDLE", help="bundle folder written by `imp export`")
+    parser.add_argument(
+        "bundle", metavar="PATH", help="bundle folder written by `imp export`, or a checkpoint folder"
+    )
     parser.add_argument("--no-verify", action="store_true", help="do not hash the files (faster)")
     parser.add_argument("--json", action="store_true", help="print manifest.json as is")
+    parser.add_argument(
+        "--vision-tower", metavar="DIR", help="checkpoint: local tower folder for one that names a hub id"
+    )
+    parser.add_argument(
+        "--language-model", metavar="DIR", help="checkpoint: the base Phi-2 folder of a stage output"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    from export.bundle import load_manifest
+    from pathlib import Path
+
+    from export.bundle import MANIFEST_FILE, load_manifest
+
+    folder = Path(args.bundle)
+    if not (folder / MANIFEST_FILE).is_file() and (folder / "config.json").is_file():
+        from export.checkpoint_info import describe_checkpoint
+
+        print(describe_checkpoint(folder, args.language_model, args.vision_tower))
+        return 0
 
     manifest = load_manifest(args.bundle, verify=not args.no_verify)
     if args.json:

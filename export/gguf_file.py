@@ -74,3 +74,51 @@ def write_gguf_file(
         writer.close()
         tmp.unlink(missing_ok=True)
         raise
+
+
+#: Bytes of a fixed-size GGUF metadata value, by ``GGUFValueType``.
+_SCALAR_BYTES = {
+    gguf.GGUFValueType.UINT8: 1, gguf.GGUFValueType.INT8: 1, gguf.GGUFValueType.BOOL: 1,
+    gguf.GGUFValueType.UINT16: 2, gguf.GGUFValueType.INT16: 2, gguf.GGUFValueType.UINT32: 4,
+    gguf.GGUFValueType.INT32: 4, gguf.GGUFValueType.FLOAT32: 4, gguf.GGUFValueType.UINT64: 8,
+    gguf.GGUFValueType.INT64: 8, gguf.GGUFValueType.FLOAT64: 8,
+}  # fmt: skip
+
+
+def read_file_type(path: str | Path) -> int:
+    """``general.file_type`` of a GGUF file, read from its header without parsing the rest.
+
+    ``gguf.GGUFReader`` builds every field, which for a 51200-token vocabulary takes seconds; this
+    reads key by key (skipping values) and stops at the one it needs.
+    """
+    import struct
+
+    path = Path(path)
+    with path.open("rb") as f:
+
+        def unpack(fmt: str) -> Any:
+            return struct.unpack("<" + fmt, f.read(struct.calcsize("<" + fmt)))[0]
+
+        def skip(kind: int) -> None:
+            if kind == gguf.GGUFValueType.STRING:
+                f.seek(unpack("Q"), os.SEEK_CUR)
+            elif kind == gguf.GGUFValueType.ARRAY:
+                item, count = unpack("I"), unpack("Q")
+                if item in _SCALAR_BYTES:
+                    f.seek(_SCALAR_BYTES[item] * count, os.SEEK_CUR)
+                else:
+                    for _ in range(count):
+                        skip(item)
+            else:
+                f.seek(_SCALAR_BYTES[gguf.GGUFValueType(kind)], os.SEEK_CUR)
+
+        if f.read(4) != b"GGUF":
+            raise ExportError(f"{path} is not a GGUF file")
+        _version, _n_tensors, n_kv = unpack("I"), unpack("Q"), unpack("Q")
+        for _ in range(n_kv):
+            key = f.read(unpack("Q")).decode("utf-8", errors="replace")
+            kind = unpack("I")
+            if key == gguf.Keys.General.FILE_TYPE and kind == gguf.GGUFValueType.UINT32:
+                return int(unpack("I"))
+            skip(kind)
+    raise ExportError(f"{path.name} has no {gguf.Keys.General.FILE_TYPE}")

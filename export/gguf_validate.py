@@ -7,10 +7,10 @@ Every prompt of a probe set is run through both:
   image's projected features (``model.encode_images``) fed as input embeddings, with continuing
   positions, exactly as the runtime does it.
 
-Compared: the tokenization (llama.cpp's vs the HF tokenizer's, and detokenization back), the
-next-token logits at every position of every prompt (max / mean absolute error, top-1 agreement,
-KL divergence of the next-token distributions, reported for all probes and split into text-only and
-image probes) and greedy continuations of ``n_greedy`` tokens, token by token (generation does not
+Compared: the tokenization of the text between images (llama.cpp's vs the HF tokenizer's, and
+detokenization back), the next-token logits at every position of every prompt (max / mean absolute
+error, top-1 agreement, KL divergence of the next-token distributions, reported for all probes and
+split into text-only and image probes) and greedy continuations of ``n_greedy`` tokens, token by token (generation does not
 stop at eos, so every prompt yields ``n_greedy`` comparable tokens).
 
 The result is a JSON-serialisable dict for the bundle manifest. llama.cpp runs with the given
@@ -34,11 +34,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import gguf
 import numpy as np
 import torch
 
 from export.errors import ExportError
+from impvlm.templates import IMAGE_TOKEN
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,10 @@ class TorchReference:
 
 # ---------------------------------------------------------------------------------------- probes
 def build_probes(model: Any, tokenizer: Any, prompts: Sequence[str], images: Any = None) -> list[Probe]:
-    """Tokenize ``prompts`` (no special tokens added); each ``<image>`` takes the next image (cycled)."""
+    """Tokenize ``prompts`` (no special tokens added; the text between ``<image>`` tags piece by piece,
+    with the model's image id at each tag); each ``<image>`` takes the next image (cycled)."""
+    from impvlm.tokenizer import encode_with_images
+
     if not prompts:
         raise ExportError("the probe set needs at least one prompt")
     image_token = int(model.config.image_token_index)
@@ -82,7 +85,7 @@ def build_probes(model: Any, tokenizer: Any, prompts: Sequence[str], images: Any
         raise ExportError(f"images must be pixel values of shape (B, 3, H, W), got {tuple(pixels.shape)}")
     probes, next_image = [], 0
     for prompt in prompts:
-        ids = [int(i) for i in tokenizer(prompt, add_special_tokens=False).input_ids]
+        ids = encode_with_images(tokenizer, prompt, image_token)
         k = ids.count(image_token)
         if k and pixels is None:
             raise ExportError(f"prompt {prompt[:40]!r} has an <image> token but no images were given")
@@ -273,9 +276,10 @@ def validate_gguf(
                 f"{path.name} has {session.n_vocab} tokens but the model has {reference.logits[0].shape[-1]}"
             )
         for i, probe in enumerate(reference.probes):
-            if session.tokenize(probe.prompt, parse_special=True) != probe.ids:
+            segments = probe.segments(image_token)  # what a runtime tokenizes: the text between images
+            if [session.tokenize(t, parse_special=True) for t in probe.prompt.split(IMAGE_TOKEN)] != segments:
                 tok_mismatch.append(i)
-            if not _detokenizes_like_hf(session, tokenizer, probe.ids, clean_up):
+            if not all(_detokenizes_like_hf(session, tokenizer, ids, clean_up) for ids in segments if ids):
                 detok_mismatch.append(i)
             got, tokens = llama_run(session, probe, reference.features[i], image_token, n_greedy)
             if got.shape != reference.logits[i].shape:
@@ -323,11 +327,11 @@ def _detokenizes_like_hf(session: Any, tokenizer: Any, ids: list[int], clean_up:
 
 
 def _file_type(path: Path) -> int:
+    from export.gguf_file import read_file_type
+
     try:
-        reader = gguf.GGUFReader(str(path))
-    except Exception as exc:
+        return read_file_type(path)
+    except ExportError:
+        raise
+    except Exception as exc:  # truncated or corrupt header
         raise ExportError(f"{path} is not a readable GGUF file: {exc}") from exc
-    field = reader.get_field(gguf.Keys.General.FILE_TYPE)
-    if field is None:
-        raise ExportError(f"{path.name} has no {gguf.Keys.General.FILE_TYPE}")
-    return int(field.contents())

@@ -1,19 +1,20 @@
-"""Checkpoints: this project's format, and the upstream Imp layouts users already have.
+"""Checkpoints: this project's format, and the entry point for every layout users bring.
 
 The impvlm format is what ``save_pretrained`` writes: ``config.json`` (``model_type "impvlm"``),
-sharded ``model.safetensors`` and the tokenizer files. Upstream Imp folders are read from disk
-without running any code shipped inside them, in both key layouts:
+sharded ``model.safetensors`` and the tokenizer files. Published Imp / LLaVA-Phi folders and upstream
+stage outputs are read by :mod:`impvlm.upstream` without running any code shipped inside them.
+:func:`read_checkpoint` says what a folder is (no weights read); :func:`load_model` loads it.
 
-- transformers-native Phi names (``model.layers.N.self_attn.q_proj`` ...), projector at
-  ``model.mm_projector.{0,2}``, tower under ``model.vision_tower.vision_tower.vision_model``;
-- the older phi-msft names (``transformer.h.N.mixer.Wqkv``, ``lm_head.linear`` ...), projector at
-  ``transformer.mm_projector.{0,2}``, tower under ``transformer.vision_tower.vision_tower``.
+Weight files are read safely: safetensors, or ``.bin`` pickles with ``torch.load(weights_only=True)``
+(a pickle that needs more than tensors is refused, naming the file). A tensor that does not fit the
+config is named with both shapes.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import pickle
 import re
 import shutil
 from collections.abc import Iterator
@@ -24,8 +25,11 @@ from typing import Any
 import torch
 
 from impvlm.config import ImpConfig
-from impvlm.errors import CheckpointError
+from impvlm.errors import CheckpointError, ImpError
 from impvlm.modeling import ImpForCausalLM
+from impvlm.upstream import Parts, Reading, read_upstream
+from impvlm.upstream.layouts import Layout
+from impvlm.upstream.tokens import TokenPlan, has_tokenizer
 
 CONFIG_FILE = "config.json"
 WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin", "model*.bin")
@@ -76,37 +80,115 @@ def save_checkpoint(
 
 
 def load_model(
-    path: str | Path, dtype: torch.dtype | None = None, device: str | torch.device = "cpu"
+    path: str | Path,
+    dtype: torch.dtype | None = None,
+    device: str | torch.device = "cpu",
+    parts: Parts | None = None,
 ) -> ImpForCausalLM:
-    """Load an impvlm or upstream Imp checkpoint folder into :class:`ImpForCausalLM` (eval mode)."""
+    """Load an impvlm or upstream checkpoint folder into :class:`ImpForCausalLM` (eval mode).
+
+    ``parts``: local folders for what an upstream folder only names (its base LM, its tower).
+    """
+    return read_checkpoint(path, parts).model(dtype, device)
+
+
+def read_checkpoint(path: str | Path, parts: Parts | None = None) -> Reading:
+    """What a checkpoint folder is (layout, config, template and why, tokenizer, weight files); no
+    weights are read until :meth:`~impvlm.upstream.Reading.load`."""
     path = Path(path)
     raw = read_config_dict(path)
-    check_weight_files(path)
-    if is_upstream(raw):
-        config = config_from_upstream(raw)
-        state = convert_upstream_state_dict(read_state_dict(path), config)
-        model = ImpForCausalLM(config)
-        _load_strict(model, state, path)
-    else:
+    reading = (
+        read_upstream(path, raw, parts) if is_upstream(raw) else IMPVLM.read(path, raw, parts or Parts())
+    )
+    check_weight_files(path, reading.weight_files)
+    return reading
+
+
+class ImpvlmFormat(Layout):
+    """This project's own format (``save_pretrained`` of :class:`ImpForCausalLM`)."""
+
+    name = "impvlm"
+    title = "impvlm checkpoint"
+    model_types = ("impvlm",)
+
+    def matches(self, folder: Path, raw: dict[str, Any]) -> bool:
+        return not is_upstream(raw)
+
+    def read(self, folder: Path, raw: dict[str, Any], parts: Parts) -> Reading:
+        data = {
+            k: v for k, v in raw.items() if k not in ("model_type", "architectures", "transformers_version")
+        }
+        try:
+            config = ImpConfig(**data)
+        except CheckpointError:
+            raise
+        except Exception as exc:  # a bad value: name the file
+            raise CheckpointError(f"{folder / CONFIG_FILE}: {str(exc).splitlines()[0]}") from None
+        tokens = TokenPlan(
+            config.template,
+            f"recorded in config.json (template {config.template!r})",
+            config.image_token_index,
+            config.eos_token_id,
+            config.pad_token_id,
+            folder if has_tokenizer(folder) else None,
+        )
+        return Reading(folder, self, config, tokens, weight_files(folder), parts, [])
+
+    def load(self, reading: Reading, dtype: torch.dtype | None = None) -> ImpForCausalLM:
+        path = reading.folder
         try:
             model, info = ImpForCausalLM.from_pretrained(path, output_loading_info=True, dtype=dtype)
-        except (RuntimeError, ValueError, OSError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise CheckpointError(f"{path}: weights do not match config.json: {first}") from None
+        except ImpError:
+            raise
+        except Exception:  # torch / transformers say it in many ways: find the file or tensor at fault
+            _diagnose(path, reading.config)
+            raise CheckpointError(f"{path}: weights do not match config.json") from None
         missing = info.get("missing_keys") or []
         mismatched = info.get("mismatched_keys") or []
         if missing or mismatched:
-            what = missing[:3] or [m[0] if isinstance(m, tuple) else m for m in mismatched[:3]]
+            _diagnose(path, reading.config)
             raise CheckpointError(
                 f"{path}: weights do not match config.json ({len(missing)} missing, "
-                f"{len(mismatched)} mismatched tensors, e.g. {', '.join(map(str, what))})"
+                f"{len(mismatched)} mismatched tensors, e.g. {', '.join(map(str, (missing or mismatched)[:3]))})"
             )
-    if dtype is not None:
-        model = model.to(dtype)
-    return model.to(device).eval()
+        return model
 
 
-def check_weight_files(path: Path) -> None:
+IMPVLM = ImpvlmFormat()
+
+
+def _diagnose(path: Path, config: ImpConfig) -> None:
+    """Raise the one-line reason weights in ``path`` do not load: an unreadable file, or the first
+    tensor missing or of another shape than ``config`` implies."""
+    origins: dict[str, Path] = {}
+    state = read_state_dict(path, origins)
+    with torch.device("meta"):
+        model = ImpForCausalLM(config)
+    load_checked(model, state, path, {k: str(f) for k, f in origins.items()}, dry_run=True)
+
+
+def weight_files(path: Path | None) -> list[Path]:
+    """The weight files of a checkpoint folder (pickles Trainer writes beside them excluded)."""
+    if path is None:
+        return []
+    return sorted({f for p in WEIGHT_PATTERNS for f in Path(path).glob(p)})
+
+
+def weight_names(files: list[Path]) -> set[str]:
+    """The tensor names in weight files, from safetensors headers (a ``.bin`` is memory-mapped)."""
+    from safetensors import safe_open
+
+    names: set[str] = set()
+    for file in files:
+        if file.suffix == ".safetensors":
+            with safe_open(str(file), framework="pt") as handle:
+                names.update(handle.keys())
+        else:
+            names.update(read_tensor_file(file, mmap=True))
+    return names
+
+
+def check_weight_files(path: Path, files: list[Path] | None = None) -> None:
     """Every shard named by an index file must exist; a folder must hold some weights."""
     for index in list(path.glob("*.index.json")):
         try:
@@ -116,32 +198,49 @@ def check_weight_files(path: Path) -> None:
         for shard in sorted(set(weight_map.values())):
             if not (path / shard).is_file():
                 raise CheckpointError(f"missing shard {path / shard} (listed in {index.name})")
-    if not any(any(path.glob(p)) for p in WEIGHT_PATTERNS):
+    if not (files if files is not None else weight_files(path)):
         raise CheckpointError(f"{path} holds no weight files (*.safetensors or *.bin)")
 
 
-def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """All tensors of a folder's safetensors / .bin files (``.bin`` with ``weights_only=True``)."""
+def read_tensor_file(file: Path, mmap: bool = False) -> dict[str, torch.Tensor]:
+    """One ``.safetensors`` or ``.bin`` file; a ``.bin`` is unpickled with ``weights_only=True``."""
     from safetensors.torch import load_file
 
-    state: dict[str, torch.Tensor] = {}
-    files = sorted(path.glob("*.safetensors")) or sorted(f for p in WEIGHT_PATTERNS[1:] for f in path.glob(p))
-    for file in files:
+    if file.suffix == ".safetensors":
         try:
-            if file.suffix == ".safetensors":
-                state.update(load_file(str(file)))
-            else:
-                state.update(torch.load(file, map_location="cpu", weights_only=True))
+            return load_file(str(file))
         except Exception as exc:  # corrupt or truncated file: name it
-            raise CheckpointError(f"cannot read weights from {file}: {exc}") from None
+            raise CheckpointError(f"cannot read weights from {file}: {_first_line(exc)}") from None
+    try:
+        return torch.load(file, map_location="cpu", weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(
+            f"{file} is a pickle that holds more than tensors ({_unpickle_reason(exc)}); it is not loaded, "
+            "since unpickling it could run code: re-save its state_dict (or as safetensors)"
+        ) from None
+    except Exception as exc:
+        raise CheckpointError(f"cannot read weights from {file}: {_first_line(exc)}") from None
+
+
+def read_state_dict(path: Path, origins: dict[str, Path] | None = None) -> dict[str, torch.Tensor]:
+    """All tensors of a folder's safetensors (else ``.bin``) files; ``origins`` gets each one's file."""
+    state: dict[str, torch.Tensor] = {}
+    files = sorted(path.glob("*.safetensors")) or [f for f in weight_files(path) if f.suffix == ".bin"]
+    for file in files:
+        tensors = read_tensor_file(file)
+        state.update(tensors)
+        if origins is not None:
+            origins.update(dict.fromkeys(tensors, file))
     return state
 
 
-def checkpoint_hash(path: Path) -> str:
-    """sha256 over config.json and the weight files (names and bytes), for bundle manifests."""
+def checkpoint_hash(source: Path | Reading) -> str:
+    """sha256 over config.json and the weight files (names and bytes) a checkpoint is built from
+    (an upstream stage output's base folders included), for bundle manifests."""
+    reading = source if isinstance(source, Reading) else None
+    path = reading.folder if reading else Path(source)  # type: ignore[arg-type]
     digest = hashlib.sha256()
-    path = Path(path)
-    files = [path / CONFIG_FILE, *sorted(f for p in WEIGHT_PATTERNS for f in path.glob(p))]
+    files = [path / CONFIG_FILE, *(reading.weight_files if reading else weight_files(path))]
     for file in files:
         digest.update(file.name.encode())
         with file.open("rb") as handle:
@@ -150,161 +249,44 @@ def checkpoint_hash(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _load_strict(model: ImpForCausalLM, state: dict[str, torch.Tensor], path: Path) -> None:
-    try:
-        result = model.load_state_dict(state, strict=False)
-    except RuntimeError as exc:
-        raise CheckpointError(
-            f"{path}: weights do not match config.json: {str(exc).splitlines()[0]}"
-        ) from None
-    if result.missing_keys or result.unexpected_keys:
-        raise CheckpointError(
-            f"{path}: weights do not match config.json (missing {result.missing_keys[:3]}, "
-            f"unexpected {result.unexpected_keys[:3]})"
-        )
+def load_checked(
+    model: torch.nn.Module,
+    state: dict[str, torch.Tensor],
+    folder: Path,
+    names: dict[str, str],
+    dry_run: bool = False,
+) -> None:
+    """Load ``state`` into ``model`` after checking that it covers the model exactly, shape by shape.
 
-
-# ---------------------------------------------------------------------- upstream Imp checkpoints
-_MSFT_CONFIG_NAMES = {
-    "n_embd": "hidden_size",
-    "n_layer": "num_hidden_layers",
-    "n_head": "num_attention_heads",
-    "n_inner": "intermediate_size",
-    "n_positions": "max_position_embeddings",
-    "layer_norm_epsilon": "layer_norm_eps",
-}
-_PHI_FIELDS = (
-    "hidden_size",
-    "intermediate_size",
-    "num_hidden_layers",
-    "num_attention_heads",
-    "vocab_size",
-    "max_position_embeddings",
-    "layer_norm_eps",
-    "partial_rotary_factor",
-    "rope_theta",
-    "hidden_act",
-)
-
-
-def upstream_used_vision_layers(raw: dict[str, Any]) -> tuple[int, int]:
-    """(layers the features need, select layer relative to them) for an upstream config."""
-    vision = raw.get("vision_tower_config") or raw.get("vision_config") or {}
-    total = int(vision.get("num_hidden_layers", 27))
-    select = int(raw.get("mm_vision_select_layer", -2))
-    return total, select
-
-
-def config_from_upstream(raw: dict[str, Any]) -> ImpConfig:
-    """An :class:`ImpConfig` equivalent to an upstream Imp / LLaVA-Phi ``config.json``."""
-    lm: dict[str, Any] = {}
-    for key, value in raw.items():
-        name = _MSFT_CONFIG_NAMES.get(key, key)
-        if name in _PHI_FIELDS:
-            lm[name] = value
-    if "rotary_dim" in raw and "partial_rotary_factor" not in raw:
-        lm["partial_rotary_factor"] = raw["rotary_dim"] / (lm["hidden_size"] / lm["num_attention_heads"])
-    if lm.get("hidden_act") == "gelu_new" or "hidden_act" not in lm:
-        lm["hidden_act"] = "gelu_new"
-    if "intermediate_size" not in lm and "hidden_size" in lm:
-        lm["intermediate_size"] = 4 * lm["hidden_size"]
-    missing = [
-        f for f in ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size") if f not in lm
-    ]
+    ``names``: where each key came from (file and upstream name), for the one-line error.
+    """
+    own = model.state_dict()
+    mismatch = "weights do not match config.json"
+    for key, expected in own.items():  # in the model's order: the first layer first
+        if key in state and tuple(state[key].shape) != tuple(expected.shape):
+            raise CheckpointError(
+                f"{names.get(key, folder)}: {mismatch}: {key} has shape {tuple(state[key].shape)}, config.json "
+                f"implies {tuple(expected.shape)}"
+            )
+    missing = [k for k in own if k not in state]
     if missing:
-        raise CheckpointError(f"upstream config.json lacks {', '.join(missing)}: cannot rebuild the model")
-    vision = dict(raw.get("vision_tower_config") or raw.get("vision_config") or {})
-    if not vision:
-        raise CheckpointError("upstream config.json has no vision_tower_config: not an Imp checkpoint")
-    vision.setdefault("model_type", "siglip_vision_model")
-    if vision["model_type"] == "siglip":
-        vision["model_type"] = "siglip_vision_model"
-    if vision["model_type"] == "clip":
-        vision["model_type"] = "clip_vision_model"
-    total, select = upstream_used_vision_layers(raw)
-    if vision["model_type"] == "siglip_vision_model":
-        # Imp's treatment: keep the layers up to the selected one, take the last of them.
-        vision["num_hidden_layers"] = total + select + 1
-        vision["vision_use_head"] = False
-        select = -1
-    keep = {k: v for k, v in vision.items() if not k.startswith("_") and k not in ("architectures",)}
-    return ImpConfig(
-        **lm,
-        vision_config=keep,
-        mm_projector_type=raw.get("mm_projector_type", "mlp2x_gelu"),
-        mm_vision_select_layer=select,
-        mm_vision_select_feature=raw.get("mm_vision_select_feature", "patch"),
-        image_aspect_ratio="pad" if raw.get("image_aspect_ratio") == "pad" else "squash",
-        image_token_index=raw.get("image_token_index", 50296),
-        eos_token_id=raw.get("eos_token_id", 50295),
-        pad_token_id=raw.get("pad_token_id", 50256),
-        bos_token_id=None,
-        tie_word_embeddings=False,
-        template="phi-2_v0" if raw.get("eos_token_id") == 50256 else "phi2",
-        model_id=str(raw.get("_name_or_path") or "imp-upstream"),
-    )
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise CheckpointError(f"{folder}: {mismatch}: {missing[0]} is missing{more}")
+    unexpected = [k for k in state if k not in own]
+    if unexpected:
+        raise CheckpointError(
+            f"{names.get(unexpected[0], folder)}: {mismatch}: {unexpected[0]} is not part of the model"
+        )
+    if not dry_run:
+        model.load_state_dict(state, strict=True)
 
 
-_MSFT_LAYER_RULES = [
-    (r"ln\.(weight|bias)$", r"input_layernorm.\1"),
-    (r"mixer\.out_proj\.(weight|bias)$", r"self_attn.dense.\1"),
-    (r"mlp\.fc1\.(weight|bias)$", r"mlp.fc1.\1"),
-    (r"mlp\.fc2\.(weight|bias)$", r"mlp.fc2.\1"),
-]
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
-def convert_upstream_state_dict(state: dict[str, torch.Tensor], config: ImpConfig) -> dict[str, torch.Tensor]:
-    """Rename upstream keys to impvlm's, split fused Wqkv, drop tower layers and heads not used."""
-    out: dict[str, torch.Tensor] = {}
-    kept_layers = config.vision_config.num_hidden_layers
-    for key, tensor in state.items():
-        new = _convert_key(key)
-        if new is None:
-            continue
-        if new.startswith("vision_tower."):
-            m = re.search(r"encoder\.layers\.(\d+)\.", new)
-            if m and int(m.group(1)) >= kept_layers:
-                continue
-            if ".post_layernorm." in new and config.vision_config.model_type == "siglip_vision_model":
-                continue
-            if ".head." in new:
-                continue
-        m = re.fullmatch(r"model\.layers\.(\d+)\.mixer\.Wqkv\.(weight|bias)", new)
-        if m:
-            q, k, v = tensor.chunk(3, dim=0)
-            base = f"model.layers.{m.group(1)}.self_attn"
-            out[f"{base}.q_proj.{m.group(2)}"] = q.clone()
-            out[f"{base}.k_proj.{m.group(2)}"] = k.clone()
-            out[f"{base}.v_proj.{m.group(2)}"] = v.clone()
-            continue
-        out[new] = tensor
-    return out
-
-
-def _convert_key(key: str) -> str | None:
-    for prefix in ("model.vision_tower.vision_tower.", "transformer.vision_tower.vision_tower."):
-        if key.startswith(prefix):
-            return "vision_tower.model." + key[len(prefix) :]
-    for prefix in ("model.mm_projector.", "transformer.mm_projector."):
-        if key.startswith(prefix):
-            return "mm_projector." + key[len(prefix) :]
-    if key == "transformer.embd.wte.weight":
-        return "model.embed_tokens.weight"
-    m = re.fullmatch(r"lm_head\.ln\.(weight|bias)", key)
-    if m:
-        return f"model.final_layernorm.{m.group(1)}"
-    m = re.fullmatch(r"lm_head\.linear\.(weight|bias)", key)
-    if m:
-        return f"lm_head.{m.group(1)}"
-    m = re.fullmatch(r"transformer\.h\.(\d+)\.(.+)", key)
-    if m:
-        layer, rest = m.groups()
-        if rest.startswith("mixer.Wqkv."):
-            return f"model.layers.{layer}.{rest}"
-        for pattern, repl in _MSFT_LAYER_RULES:
-            if re.fullmatch(pattern, rest):
-                return f"model.layers.{layer}." + re.sub(pattern, repl, rest)
-        return None
-    if key.startswith(("model.", "lm_head.")):
-        return key
-    return None
+def _unpickle_reason(exc: BaseException) -> str:
+    """The global the safe unpickler refused (e.g. ``__main__.Thing``), from torch's message."""
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+    return f"it needs {found.group(1)}" if found else _first_line(exc)

@@ -42,7 +42,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("impvlm.commands.train", "train a stage (or a chain of stages) from a recipe"),
     "merge": ("impvlm.commands.merge", "fold LoRA and projector stage outputs into one checkpoint"),
     "export": ("export.cli", "export a checkpoint to a bundle: ONNX vision encoder + GGUF LM + manifest"),
-    "info": ("export.cli_info", "describe an export bundle and verify its files"),
+    "info": (
+        "export.cli_info",
+        "describe an export bundle (verifying its files) or a checkpoint folder (layout, template, export plan)",
+    ),
     "serve": ("runtimes.cli_serve", "serve a bundle as an OpenAI-compatible chat API with images (HTTP)"),
 }
 

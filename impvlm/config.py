@@ -9,16 +9,14 @@ aspect-ratio mode, the ``<image>`` token and the conversation template.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from transformers import CLIPVisionConfig, PhiConfig, PretrainedConfig, SiglipVisionConfig
 
 from impvlm.errors import ConfigError
+from impvlm.templates import IMAGE_SENTINEL
 
-VISION_CONFIG_CLASSES: dict[str, type[PretrainedConfig]] = {
-    "siglip_vision_model": SiglipVisionConfig,
-    "clip_vision_model": CLIPVisionConfig,
-}
 PROJECTOR_PATTERN = re.compile(r"^(linear|identity|mlp(\d+)x_gelu)$")
 ASPECT_RATIO_MODES = ("squash", "pad")
 FEATURE_MODES = ("patch", "cls_patch")
@@ -28,6 +26,45 @@ SIGLIP_MEAN_STD = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
 CLIP_MEAN_STD = ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))
 
 
+@dataclass(frozen=True)
+class TowerFamily:
+    """A vision tower family: its transformers config, published normalisation and token layout.
+
+    ``aliases``: the other ``model_type`` spellings upstream configs use for it (the two-tower
+    model's type, LLaVA-Phi's own vision config type).
+    """
+
+    model_type: str
+    config_class: type[PretrainedConfig]
+    mean_std: tuple[tuple[float, float, float], tuple[float, float, float]]
+    has_cls_token: bool
+    aliases: tuple[str, ...] = ()
+
+
+TOWER_FAMILIES: dict[str, TowerFamily] = {
+    f.model_type: f
+    for f in (
+        TowerFamily("siglip_vision_model", SiglipVisionConfig, SIGLIP_MEAN_STD, False, ("siglip",)),
+        TowerFamily(
+            "clip_vision_model",
+            CLIPVisionConfig,
+            CLIP_MEAN_STD,
+            True,
+            ("clip", "llava_phi_clip_vision_model"),
+        ),
+    )
+}
+
+
+def tower_family(model_type: str | None) -> TowerFamily:
+    """The family a vision ``model_type`` (or one of its upstream aliases) belongs to."""
+    for family in TOWER_FAMILIES.values():
+        if model_type == family.model_type or model_type in family.aliases:
+            return family
+    known = [n for f in TOWER_FAMILIES.values() for n in (f.model_type, *f.aliases)]
+    raise ConfigError(f"unknown vision tower type {model_type!r}; supported: {', '.join(known)}")
+
+
 def build_vision_config(value: PretrainedConfig | dict[str, Any] | None) -> PretrainedConfig:
     """Turn a nested vision config (object or dict with ``model_type``) into a transformers config."""
     if value is None:
@@ -35,12 +72,8 @@ def build_vision_config(value: PretrainedConfig | dict[str, Any] | None) -> Pret
     if isinstance(value, PretrainedConfig):
         return value
     data = dict(value)
-    model_type = data.pop("model_type", "siglip_vision_model")
-    if model_type not in VISION_CONFIG_CLASSES:
-        raise ConfigError(
-            f"unknown vision tower type {model_type!r}; supported: {', '.join(VISION_CONFIG_CLASSES)}"
-        )
-    return VISION_CONFIG_CLASSES[model_type](**data)
+    family = tower_family(data.pop("model_type", "siglip_vision_model"))
+    return family.config_class(**data)
 
 
 class ImpConfig(PhiConfig):
@@ -58,7 +91,9 @@ class ImpConfig(PhiConfig):
         image_aspect_ratio: ``squash`` (Imp v1: resize to a square) or ``pad`` (pad to a square
             with the mean colour first).
         image_mean / image_std: per-channel normalisation.
-        image_token_index: id of the ``<image>`` token in the vocabulary.
+        image_token_index: id of the ``<image>`` token in the vocabulary, or
+            :data:`~impvlm.templates.IMAGE_SENTINEL` when the tokenizer has no such token (the image
+            goes where the prompt text says ``<image>``, as upstream's training code splices it).
         template: name of the conversation template (see :mod:`impvlm.templates`).
         model_id: a human-readable name carried into exported bundles.
     """
@@ -85,9 +120,7 @@ class ImpConfig(PhiConfig):
         self.mm_vision_select_layer = int(mm_vision_select_layer)
         self.mm_vision_select_feature = mm_vision_select_feature
         self.image_aspect_ratio = image_aspect_ratio
-        default_mean, default_std = (
-            CLIP_MEAN_STD if self.vision_config.model_type == "clip_vision_model" else SIGLIP_MEAN_STD
-        )
+        default_mean, default_std = tower_family(self.vision_config.model_type).mean_std
         self.image_mean = list(image_mean if image_mean is not None else default_mean)
         self.image_std = list(image_std if image_std is not None else default_std)
         self.image_token_index = int(image_token_index)
@@ -107,7 +140,7 @@ class ImpConfig(PhiConfig):
 
     @property
     def has_cls_token(self) -> bool:
-        return self.vision_config.model_type == "clip_vision_model"
+        return tower_family(self.vision_config.model_type).has_cls_token
 
     @property
     def num_image_tokens(self) -> int:
@@ -135,7 +168,7 @@ class ImpConfig(PhiConfig):
             raise ConfigError(
                 f"mm_vision_select_layer {self.mm_vision_select_layer} is outside the tower's {layers} layers"
             )
-        if not 0 <= self.image_token_index < self.vocab_size:
+        if self.image_token_index != IMAGE_SENTINEL and not 0 <= self.image_token_index < self.vocab_size:
             raise ConfigError(
                 f"image_token_index {self.image_token_index} is outside the vocabulary (size {self.vocab_size})"
             )

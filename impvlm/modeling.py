@@ -79,7 +79,7 @@ class ImpForCausalLM(PhiForCausalLM):
         for b in range(input_ids.shape[0]):
             ids = input_ids[b][attention_mask[b]]
             lab = labels[b][attention_mask[b]] if labels is not None else None
-            text_embeds = embed(ids)  # (T_b, D)
+            text_embeds = embed(ids.clamp(min=0))  # (T_b, D); the image sentinel is negative
             parts, part_labels = [], []
             start = 0
             for pos in (ids == image_token).nonzero().flatten().tolist():

@@ -20,6 +20,10 @@ from typing import Any, Literal
 from impvlm.errors import ConfigError, DataError
 
 IMAGE_TOKEN = "<image>"
+#: The id an image position gets when the tokenizer has no ``<image>`` token: upstream's
+#: ``IMAGE_TOKEN_INDEX`` (LLaVA, Imp and LLaVA-Phi training code split the prompt text at ``<image>``
+#: and insert it). Never an embedding row: the image's features replace it.
+IMAGE_SENTINEL = -200
 IGNORE_INDEX = -100
 Role = Literal["user", "assistant"]
 

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from impvlm.errors import CheckpointError, ConfigError, DataError
+from impvlm.templates import IMAGE_SENTINEL, IMAGE_TOKEN
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
@@ -36,7 +37,6 @@ log = logging.getLogger(__name__)
 
 PAD_TOKEN = "<|endoftext|>"
 EOS_TOKEN = "</s>"
-IMAGE_TOKEN = "<image>"
 SPECIAL_TOKENS: tuple[str, ...] = (PAD_TOKEN, EOS_TOKEN, IMAGE_TOKEN)  # ids 0, 1, 2
 
 #: The words of the LLaVA/Imp chat template, so the BPE learns them as the model will see them.
@@ -136,6 +136,32 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
             f"tokenizer in {folder} has no fast (Rust) implementation: {type(tok).__name__}"
         )
     return tok
+
+
+def image_token_id(tokenizer: Any) -> int:
+    """The id of ``<image>`` in ``tokenizer``, or :data:`~impvlm.templates.IMAGE_SENTINEL` when it has
+    no such token (a Phi-2 tokenizer as LLaVA-Phi and Imp's training code use it)."""
+    return int(tokenizer.get_vocab().get(IMAGE_TOKEN, IMAGE_SENTINEL))
+
+
+def single_token_id(tokenizer: Any, text: str) -> int | None:
+    """The id of ``text`` when the tokenizer encodes it as exactly one token (a template's stop
+    string: ``</s>``, ``<|endoftext|>``, or ``\n`` as byte-level BPE spells it), else None."""
+    ids = tokenizer(text, add_special_tokens=False).input_ids
+    return int(ids[0]) if len(ids) == 1 else None
+
+
+def encode_with_images(tokenizer: Any, text: str, image_id: int) -> list[int]:
+    """Token ids of ``text`` with ``image_id`` at each ``<image>``: the text between the tags is
+    tokenized piece by piece, as upstream's ``tokenizer_image_token`` and the runtimes do (the same
+    ids as tokenizing the whole text when ``<image>`` is a special token of the tokenizer)."""
+    ids: list[int] = []
+    for i, part in enumerate(text.split(IMAGE_TOKEN)):
+        if i:
+            ids.append(image_id)
+        if part:
+            ids += tokenizer(part, add_special_tokens=False).input_ids
+    return [int(i) for i in ids]
 
 
 def build_corpus(dataset_dir: str | Path) -> Iterator[str]:

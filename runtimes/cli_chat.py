@@ -24,6 +24,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--profile", help="device profile: default or mobile (4 threads, q4_k_m, fp16 vision)"
     )
     parser.add_argument("--threads", type=int, help="CPU threads")
+    parser.add_argument(
+        "--vision-tower",
+        metavar="DIR",
+        help="checkpoint only: local tower folder for one that names a hub id",
+    )
+    parser.add_argument(
+        "--language-model", metavar="DIR", help="checkpoint only: the base Phi-2 folder of a stage output"
+    )
     parser.add_argument("--max-new-tokens", type=int, default=256, help="answer length limit (default 256)")
     parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default); >0 samples")
     parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (with --temperature)")
@@ -37,7 +45,14 @@ def run(args: argparse.Namespace) -> int:
     from runtimes.loader import load_runtime
     from runtimes.sampling import SamplingConfig
 
-    options = {"lm": args.lm, "vision": args.vision, "threads": args.threads, "profile": args.profile}
+    options = {
+        "lm": args.lm,
+        "vision": args.vision,
+        "threads": args.threads,
+        "profile": args.profile,
+        "vision_tower": args.vision_tower,
+        "language_model": args.language_model,
+    }
     runtime = load_runtime(args.model, **options)
     sampling = SamplingConfig(
         greedy=args.temperature <= 0, temperature=args.temperature, top_p=args.top_p, seed=args.seed

@@ -2,7 +2,8 @@
 
 - ``work/ckpt`` (a checkpoint folder) -> PyTorch; ``work/bundle`` (has ``manifest.json``) -> the
   exported runtime (ONNX Runtime + llama.cpp).
-- ``torch:PATH?dtype=fp16&device=cuda``, ``exported:PATH?lm=q4_k_m&vision=int8&threads=4``,
+- ``torch:PATH?dtype=fp16&device=cuda`` (``&vision_tower=DIR&language_model=DIR`` for an upstream
+  folder that only names them), ``exported:PATH?lm=q4_k_m&vision=int8&threads=4``,
   ``native:PATH?lm=q4_k_m&mmproj=f16`` (llama.cpp's own multimodal library), and
   ``profile=mobile`` picks a device profile's precisions, threads and context.
 """
@@ -49,7 +50,7 @@ def load_runtime(spec: str | Path, **options: Any) -> Runtime:
     if kind == "torch":
         from runtimes.torch_runtime import TorchRuntime
 
-        allowed = {"device", "dtype", "threads", "context_length"}
+        allowed = {"device", "dtype", "threads", "context_length", "language_model", "vision_tower"}
         return TorchRuntime(path, **_only(opts, allowed, kind))
     if kind == "exported":
         from runtimes.exported import ExportedRuntime

@@ -9,10 +9,11 @@ import numpy as np
 import torch
 from transformers import DynamicCache
 
-from impvlm.checkpoint import checkpoint_hash, load_model
+from impvlm.checkpoint import checkpoint_hash, read_checkpoint
 from impvlm.image_processing import ImageProcessor
 from impvlm.templates import get_template
-from impvlm.tokenizer import load_tokenizer
+from impvlm.tokenizer import single_token_id
+from impvlm.upstream import Parts
 from runtimes.base import Runtime
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -28,6 +29,8 @@ class TorchRuntime(Runtime):
         dtype: str = "fp32",
         threads: int | None = None,
         context_length: int | None = None,
+        language_model: str | Path | None = None,
+        vision_tower: str | Path | None = None,
     ) -> None:
         super().__init__()
         if threads:
@@ -35,21 +38,22 @@ class TorchRuntime(Runtime):
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.dtype_name = dtype
         self.checkpoint = Path(checkpoint)
-        self.model = load_model(self.checkpoint, dtype=DTYPES[dtype], device=self.device)
+        reading = read_checkpoint(self.checkpoint, Parts.of(language_model, vision_tower))
+        self.model = reading.model(DTYPES[dtype], self.device)
         config = self.model.config
-        hf_tokenizer = load_tokenizer(self.checkpoint)
+        hf_tokenizer = reading.tokenizer()
         self.tokenizer = hf_tokenizer.backend_tokenizer
         self.template = get_template(config.template)
         self.image_processor = ImageProcessor.from_config(config)
         self.num_image_tokens = config.num_image_tokens
         self.context_length = context_length or config.max_position_embeddings
-        stop_id = self.tokenizer.token_to_id(self.template.stop_str)
+        stop_id = single_token_id(hf_tokenizer, self.template.stop_str)
         self.stop_ids = frozenset(i for i in (stop_id, config.eos_token_id) if i is not None)
         self.special_ids = frozenset(hf_tokenizer.all_special_ids)
         self.threads = torch.get_num_threads()
         self._cache = DynamicCache()
         self._embed = self.model.get_input_embeddings()
-        self._checkpoint_sha256 = checkpoint_hash(self.checkpoint)
+        self._checkpoint_sha256 = checkpoint_hash(reading)
 
     def identity(self) -> dict[str, Any]:
         return {

@@ -40,6 +40,7 @@ from impvlm.train.weights import (
     read_stage_info,
     resolve_base,
 )
+from impvlm.upstream import Parts
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ def merge_checkpoint(
             tokenizer_dir, has_projector = tokenizer_dir or found, True
             continue
         if model is None:
-            model, found = _starting_model(item, base, language_model, vision_tower)
+            model, found = _starting_model(item, base, language_model, vision_tower, items[-1])
             tokenizer_dir, has_projector = tokenizer_dir or found, found is not None
         if kind == "lora":
             replaced = apply_lora_dir(model, item)
@@ -120,9 +121,14 @@ def _kind(path: Path) -> str:
 
 
 def _starting_model(
-    item: Path, base: str | Path | None, language_model: str | Path | None, vision_tower: str | Path | None
+    item: Path,
+    base: str | Path | None,
+    language_model: str | Path | None,
+    vision_tower: str | Path | None,
+    last: Path,
 ) -> tuple[ImpForCausalLM, Path | None]:
-    """The model a LoRA / projector stage applies to."""
+    """The model a LoRA / projector stage applies to; for upstream folders, of the config of the chain's
+    last stage (the template and ids the merged model answers with: stage 1 trained another one)."""
     if base is not None:
         return load_start_model(base)
     folder = item if item.is_dir() else item.parent
@@ -136,7 +142,9 @@ def _starting_model(
             f"{item} is an upstream stage output: pass the base language model and vision tower folders "
             "(--language-model, --vision-tower) or a full base checkpoint (--base)"
         )
-    return build_from_parts(config_of(folder), language_model, vision_tower), None
+    last = last if last.is_dir() and (last / "config.json").is_file() else folder
+    config = config_of(last, Parts.of(language_model, vision_tower))
+    return build_from_parts(config, language_model, vision_tower), None
 
 
 def _has_tokenizer(folder: Path) -> bool:

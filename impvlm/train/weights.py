@@ -25,17 +25,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from impvlm.checkpoint import (
-    config_from_upstream,
-    convert_upstream_state_dict,
-    is_upstream,
-    load_model,
-    read_config_dict,
-    read_state_dict,
-)
+from impvlm.checkpoint import load_model, read_checkpoint, read_state_dict
 from impvlm.config import ImpConfig
 from impvlm.errors import CheckpointError
 from impvlm.modeling import ImpForCausalLM
+from impvlm.upstream import Parts
+from impvlm.upstream.keys import convert_state_dict
 
 log = logging.getLogger(__name__)
 
@@ -87,13 +82,10 @@ def read_stage_info(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{file} is not valid JSON: {exc}") from None
 
 
-def config_of(path: Path) -> ImpConfig:
-    """The :class:`ImpConfig` of a folder's ``config.json`` (impvlm or upstream Imp)."""
-    raw = read_config_dict(path)
-    if is_upstream(raw):
-        return config_from_upstream(raw)
-    data = {k: v for k, v in raw.items() if k not in ("model_type", "architectures", "transformers_version")}
-    return ImpConfig(**data)
+def config_of(path: Path, parts: Parts | None = None) -> ImpConfig:
+    """The :class:`ImpConfig` of a folder's ``config.json`` (impvlm or any upstream layout; ``parts``:
+    the local base folders an upstream stage output only names)."""
+    return read_checkpoint(path, parts).config
 
 
 # ---------------------------------------------------------------------------- key translation
@@ -108,7 +100,7 @@ def to_model_keys(state: dict[str, torch.Tensor], model: nn.Module) -> dict[str,
     known = {k: v for k, v in state.items() if k in own}
     other = {k: v for k, v in state.items() if k not in own}
     if other:
-        converted = convert_upstream_state_dict(other, model.config)
+        converted, _ = convert_state_dict(other, model.config)
         unknown = sorted(set(converted) - own)
         if unknown:
             raise CheckpointError(f"tensors the model does not have: {unknown[:3]}")
