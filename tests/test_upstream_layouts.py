@@ -81,13 +81,24 @@ TIE = 0.25
 
 
 class GapRecordingTorchRuntime(TorchRuntime):
-    """TorchRuntime that also records, per step, the gap between its two best next-token logits."""
+    """TorchRuntime that also records, for each token it chooses, the gap between its two best logits."""
+
+    gaps: list[float] = []
+
+    def _prefill(self, *args: object) -> np.ndarray:
+        logits = super()._prefill(*args)  # type: ignore[arg-type]
+        self.gaps = [top2_gap(logits)]  # the first choice; each decode step adds the next
+        return logits
 
     def _forward(self, embeds: torch.Tensor) -> np.ndarray:
         logits = super()._forward(embeds)
-        second, first = np.sort(logits)[-2:]
-        self.gaps.append(float(first - second))
+        self.gaps = [*self.gaps, top2_gap(logits)]
         return logits
+
+
+def top2_gap(logits: np.ndarray) -> float:
+    second, first = np.sort(logits)[-2:]
+    return float(first - second)
 
 
 def torch_answers(fixture, images) -> tuple[list[list[int]], list[list[float]], list[str]]:
@@ -95,7 +106,6 @@ def torch_answers(fixture, images) -> tuple[list[list[int]], list[list[float]], 
     rt = GapRecordingTorchRuntime(fixture.path, threads=1, **vars(parts(fixture)))
     ids, gaps, texts = [], [], []
     for image in images:
-        rt.gaps = []
         out = rt.generate([image], QUESTION, max_new_tokens=8)
         ids.append(out.token_ids), gaps.append(rt.gaps), texts.append(out.text)
     return ids, gaps, texts

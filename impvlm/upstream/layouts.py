@@ -58,9 +58,10 @@ class Layout:
     # ---------------------------------------------------------------- config
     def read(self, folder: Path, raw: dict[str, Any], parts: Parts) -> Reading:
         source = folder / CONFIG_FILE
-        for field in ("mm_use_im_start_end",):
-            if raw.get(field):
-                raise CheckpointError(f"{source}: {field} true is not supported (<im_start>/<im_end> tags)")
+        if raw.get("mm_use_im_start_end"):
+            raise CheckpointError(
+                f"{source}: mm_use_im_start_end true is not supported (<im_start>/<im_end> tags)"
+            )
         tokens = plan_tokens(raw, self.tokenizer_dir(folder, parts), self.template, self.added_tokens)
         vision, select, feature, projector = self.vision(folder, raw, parts)
         config = build_config(
@@ -87,7 +88,10 @@ class Layout:
         )
 
     def tower(self, folder: Path, raw: dict[str, Any], parts: Parts) -> dict[str, Any]:
-        """The tower's config: from a local folder (Imp's training code records only its hub id)."""
+        """The tower's config: the released ``vision_tower_config``, else a local folder of the tower
+        (Imp's training code records only its hub id or path, in ``mm_vision_tower``)."""
+        if "vision_tower_config" in raw:
+            return vision_fields(raw["vision_tower_config"], folder / CONFIG_FILE, "vision_tower_config")
         if parts.vision_tower is None:
             raise CheckpointError(
                 f"{folder / CONFIG_FILE}: the vision tower is only named ({raw.get('mm_vision_tower')!r}, "
@@ -129,9 +133,6 @@ class ImpRelease(Layout):
 
     def matches(self, folder: Path, raw: dict[str, Any]) -> bool:
         return raw.get("model_type") == "imp" and "vision_tower_config" in raw
-
-    def tower(self, folder: Path, raw: dict[str, Any], parts: Parts) -> dict[str, Any]:
-        return vision_fields(raw["vision_tower_config"], folder / CONFIG_FILE, "vision_tower_config")
 
 
 class ImpTraining(Layout):
