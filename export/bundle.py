@@ -27,7 +27,6 @@ import json
 import logging
 import re
 import shutil
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -518,22 +517,26 @@ def export_bundle(
     """
     from tqdm import tqdm
 
+    from export.target import check_target, make_work_folder, move_into_place, os_reason, remove_empty
+
     plan = ExportPlan.make(gguf, onnx, validate, mmproj)
     checkpoint, out = Path(checkpoint), Path(out)
-    _check_target(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    check_target(out)
+    work, created = make_work_folder(out)
     started = time.perf_counter()
     bar = tqdm(total=plan.n_steps(imatrix), desc="export", unit="step", disable=not progress)
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
         manifest = _BundleWriter(plan, checkpoint, work, threads, bar).run(
             tokenizer_dir, calibration_prompts, optimize_onnx, imatrix
         )
         manifest.timings["total_seconds"] = round(time.perf_counter() - started, 3)
         manifest.write(work)
-        _move_into_place(work, out)
-    except BaseException:
+        move_into_place(work, out)
+    except BaseException as exc:
         shutil.rmtree(work, ignore_errors=True)
+        remove_empty(created)
+        if isinstance(exc, OSError):
+            raise ExportError(f"writing the bundle {out} failed: {os_reason(exc)}") from exc
         raise
     finally:
         bar.close()
@@ -827,29 +830,6 @@ def _token_ids(config: Any, tokenizer: Any) -> TokenIds:
         bos=None if config.bos_token_id is None else int(config.bos_token_id),
         stop=int(stop),
     )
-
-
-def _check_target(out: Path) -> None:
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST_FILE).is_file())):
-        raise ExportError(f"{out} exists and is not a bundle: refusing to overwrite it")
-
-
-def _move_into_place(work: Path, out: Path) -> None:
-    """Rename ``work`` to ``out``; a previous bundle there is moved aside first, then deleted.
-
-    The temp folder and the GGUF temp files are created private (0700 / 0600); a bundle is meant to
-    be copied to devices and shared, so it is published as 0755 folders and 0644 files.
-    """
-    for path in [work, *work.rglob("*")]:
-        path.chmod(0o755 if path.is_dir() else 0o644)
-    old = None
-    if out.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-        old.rmdir()
-        out.rename(old)
-    work.rename(out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def iter_artifacts(manifest: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:

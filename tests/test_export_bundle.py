@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -353,3 +354,43 @@ def test_cli_export_and_info(checkpoint, tmp_path, capsys):
 def test_cli_refuses_unknown_precision(checkpoint, tmp_path, capsys):
     assert main(["export", str(checkpoint), "--out", str(tmp_path / "b"), "--onnx", "fp8"]) == 2
     assert "unknown ONNX precision 'fp8'" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------ --out
+
+
+def test_out_under_a_regular_file_is_one_line(checkpoint, tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("mine")
+    for out in (tmp_path / "notes.txt" / "bundle", tmp_path / "notes.txt" / "a" / "b"):
+        assert main(["export", str(checkpoint), "--out", str(out), "--gguf", "none", "--no-progress"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert (
+            err
+            == f"imp export: error: cannot write the bundle {out}: {tmp_path / 'notes.txt'} is a file, not a folder"
+        )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into a read-only folder")
+def test_out_in_a_read_only_folder_is_one_line(checkpoint, tmp_path, capsys):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        assert main(["export", str(checkpoint), "--out", str(locked / "b" / "c"), "--gguf", "none"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and f"cannot write the bundle {locked / 'b' / 'c'}: Permission denied" in err
+        assert list(locked.iterdir()) == []
+    finally:
+        locked.chmod(0o755)
+
+
+@pytest.mark.skipif(not Path("/sys/kernel").is_dir(), reason="needs Linux sysfs")
+def test_out_where_the_file_system_refuses_writes_is_one_line(checkpoint, capsys):
+    """sysfs accepts no new folders, for root neither: a file system that cannot be written."""
+    out = Path("/sys/kernel/impvlm-bundle/b")
+    assert main(["export", str(checkpoint), "--out", str(out), "--gguf", "none", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.startswith(f"imp export: error: cannot write the bundle {out}: ")
+    assert not out.parent.exists()
