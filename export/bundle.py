@@ -37,6 +37,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from export.errors import ExportError
+from export.tokenizer_check import TokenizerInfo
 from impvlm.errors import BundleError
 
 log = logging.getLogger(__name__)
@@ -247,6 +248,7 @@ class Manifest:
     timings: dict[str, float]
     calibration: dict[str, Any] = field(default_factory=dict)  # what the GGUF checks ran on
     mmproj: dict[str, Artifact] = field(default_factory=dict)  # llama.cpp mmproj GGUFs (issue 7)
+    tokenizer_info: TokenizerInfo | None = None  # None in bundles written before it was recorded
     created: str = ""
     format: str = FORMAT_NAME
     format_version: int = FORMAT_VERSION
@@ -273,6 +275,7 @@ class Manifest:
             timings=dict(data["timings"]),
             calibration=dict(data.get("calibration") or {}),
             mmproj={k: Artifact(**v) for k, v in (data.get("mmproj") or {}).items()},
+            tokenizer_info=TokenizerInfo(**data["tokenizer_info"]) if data.get("tokenizer_info") else None,
             created=data.get("created", ""),
             format=data["format"],
             format_version=data["format_version"],
@@ -563,6 +566,7 @@ class _BundleWriter:
         optimize_onnx: bool,
         imatrix: bool,
     ) -> Manifest:
+        from export.tokenizer_check import check_tokenizer
         from impvlm.checkpoint import checkpoint_hash, is_upstream, load_model, read_config_dict
         from impvlm.image_processing import ImageProcessor
         from impvlm.tokenizer import load_tokenizer, save_tokenizer
@@ -571,6 +575,7 @@ class _BundleWriter:
             layout = "upstream" if is_upstream(read_config_dict(self.checkpoint)) else "impvlm"
             model = load_model(self.checkpoint)
             tokenizer = load_tokenizer(tokenizer_dir or self.checkpoint)
+            tokenizer_info = check_tokenizer(model, tokenizer, self.checkpoint, tokenizer_dir)
             tokens = _token_ids(model.config, tokenizer)
             source = SourceInfo(str(self.checkpoint.resolve()), checkpoint_hash(self.checkpoint), layout)
         vision = self._vision(model, optimize_onnx) if self.plan.onnx else {}
@@ -595,6 +600,7 @@ class _BundleWriter:
             timings=self.timings,
             calibration=self.calibration,
             mmproj=mmproj,
+            tokenizer_info=tokenizer_info,
             created=datetime.now(UTC).isoformat(timespec="seconds"),
         )
 

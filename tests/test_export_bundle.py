@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from export.bundle import (
 )
 from export.errors import ExportError
 from export.onnx_vision import ParityThreshold
+from export.tokenizer_check import CHECK_CHECKPOINT, CHECK_EMBEDDING, CHECK_SPECIAL_IDS, tokenizer_sha256
 from impvlm import ImpForCausalLM, build_config
 from impvlm.checkpoint import checkpoint_hash, save_checkpoint
 from impvlm.cli import main
@@ -354,6 +356,67 @@ def test_cli_export_and_info(checkpoint, tmp_path, capsys):
 def test_cli_refuses_unknown_precision(checkpoint, tmp_path, capsys):
     assert main(["export", str(checkpoint), "--out", str(tmp_path / "b"), "--onnx", "fp8"]) == 2
     assert "unknown ONNX precision 'fp8'" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------ tokenizer check
+
+OTHER_TEXTS = [
+    "Once upon a time a small fox crossed the frozen river at night.",
+    "The quick brown fox jumps over the lazy dog near the river bank.",
+    "USER: Where did the fox go? ASSISTANT: across the river</s>",
+] * 3
+
+
+def test_another_models_tokenizer_is_refused_and_nothing_is_left(checkpoint, tmp_path, capsys):
+    """Same special tokens at the same ids, another vocabulary: every parity check would pass."""
+    other = tmp_path / "other-tokenizer"
+    train_tokenizer(OTHER_TEXTS, 400, other)
+    out = tmp_path / "new" / "deep" / "bundle"
+    argv = ["export", str(checkpoint), "--out", str(out), "--gguf", "none", "--no-validate"]
+    assert main([*argv, "--tokenizer", str(other), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and f"--tokenizer {other} is not the checkpoint's tokenizer" in err
+    assert re.search(r"id \d+ is '.*' there and '.*' in ", err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other-tokenizer"]  # not even the parents
+
+
+def test_tokenizer_larger_than_the_embedding_is_refused(checkpoint, tmp_path):
+    from impvlm.tokenizer import load_tokenizer, save_tokenizer
+
+    bigger = load_tokenizer(checkpoint)
+    bigger.add_tokens([f"<extra{i}>" for i in range(1100)])
+    save_tokenizer(bigger, tmp_path / "bigger")
+    with pytest.raises(ExportError, match=r"the tokenizer has \d+ tokens .*model embeds only 1024"):
+        export_bundle(checkpoint, tmp_path / "b", gguf=[], onnx=["fp32"], tokenizer_dir=tmp_path / "bigger")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bigger"]
+
+
+def test_config_special_id_that_is_an_ordinary_token_is_refused(tokenizer, tmp_path):
+    ordinary = tokenizer.convert_tokens_to_ids("red")
+    assert ordinary not in tokenizer.all_special_ids and ordinary not in tokenizer.added_tokens_decoder
+    config = build_config("imp-tiny", tokenizer=tokenizer, pad_token_id=ordinary)
+    ckpt = save_checkpoint(ImpForCausalLM(config).eval(), tokenizer, tmp_path / "ckpt")
+    with pytest.raises(ExportError, match=rf"pad_token_id {ordinary} is the ordinary token 'red'"):
+        export_bundle(ckpt, tmp_path / "b", gguf=[], onnx=["fp32"], validate=False)
+
+
+def test_tokenizer_hash_and_checks_are_recorded(onnx_bundle, checkpoint, tmp_path):
+    from tokenizers import Tokenizer
+
+    out, manifest = onnx_bundle
+    info = load_manifest(out)["tokenizer_info"]
+    bundled = Tokenizer.from_file(str(out / "tokenizer" / "tokenizer.json"))
+    assert info["sha256"] == tokenizer_sha256(bundled) and info["source"] == "checkpoint"
+    assert info["tokens"] < manifest.model.vocab_size  # padding rows after the last id are fine
+    assert info["checked"] == [CHECK_EMBEDDING, CHECK_SPECIAL_IDS]
+    copy = Path(shutil.copytree(checkpoint, tmp_path / "same-tokenizer"))
+    second = export_bundle(
+        checkpoint, tmp_path / "b", gguf=[], onnx=["fp32"], validate=False, tokenizer_dir=copy
+    )
+    assert second.tokenizer_info.checked[-1] == CHECK_CHECKPOINT
+    assert (
+        second.tokenizer_info.source == str(copy.resolve()) and second.tokenizer_info.sha256 == info["sha256"]
+    )
 
 
 # ------------------------------------------------------------------------------------ --out
