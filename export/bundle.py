@@ -12,7 +12,8 @@ A runtime picks files by precision name (``manifest["vision"]["fp32"]["file"]``,
 ``manifest["lm"]["q4_k_m"]["file"]``), builds its prompt from ``manifest["template"]``, preprocesses
 images with ``ImageProcessor.from_config(manifest["image"])`` and splices ``model.image_tokens``
 embeddings at the ``tokens.image`` id. :func:`load_manifest` refuses a bundle whose files changed
-since export; :func:`verify_bundle_matches` one made for another model.
+since export or disagree with the manifest (:mod:`export.manifest_check`); :func:`verify_bundle_matches`
+one made for another model.
 
 :func:`export_bundle` writes into a hidden ``.NAME.partial-*`` folder next to ``out`` and renames it
 into place only after every file was written and validated, so a crash or a failed check never
@@ -295,11 +296,13 @@ def _format_pattern(prompt: str) -> str:
 
 
 def load_manifest(bundle_dir: str | Path, verify: bool = True) -> dict[str, Any]:
-    """Read ``manifest.json`` and (with ``verify``) check every file's size and sha256.
+    """Read ``manifest.json`` and (with ``verify``) check every file's size and sha256, then the
+    manifest against what the files say about themselves (:mod:`export.manifest_check`).
 
     Raises:
         BundleError: one line naming the problem: no such folder, no manifest, not a bundle, an
-            unsupported format version, a malformed manifest, a missing file, a changed file.
+            unsupported format version, a malformed manifest, a missing file, a changed file, a
+            manifest that disagrees with its files.
     """
     root = Path(bundle_dir)
     if not root.is_dir():
@@ -319,10 +322,14 @@ def load_manifest(bundle_dir: str | Path, verify: bool = True) -> dict[str, Any]
             f"{path}: bundle format version {version!r} is not supported by this impvlm "
             f"(supports {', '.join(map(str, SUPPORTED_FORMAT_VERSIONS))})"
         )
+    from export.manifest_check import check_fields, check_files
+
     manifest = _typed(data, path)
+    check_fields(manifest, path)
     if verify:
         for rel, record in manifest.files.items():
             _verify_file(root, rel, record)
+        check_files(root, manifest)
     return data
 
 
@@ -520,6 +527,7 @@ def export_bundle(
     """
     from tqdm import tqdm
 
+    from export.manifest_check import check_files
     from export.target import check_target, make_work_folder, move_into_place, os_reason, remove_empty
 
     plan = ExportPlan.make(gguf, onnx, validate, mmproj)
@@ -534,6 +542,7 @@ def export_bundle(
         )
         manifest.timings["total_seconds"] = round(time.perf_counter() - started, 3)
         manifest.write(work)
+        check_files(work, manifest)  # the bundle passes the checks every load makes
         move_into_place(work, out)
     except BaseException as exc:
         shutil.rmtree(work, ignore_errors=True)

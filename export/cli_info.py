@@ -1,6 +1,7 @@
 """Describe an export bundle: model, template, tokens, preprocessing, files and their checks.
 
-The files' sha256 are verified unless --no-verify; a changed or missing file is an error.
+The files' sha256 are verified unless --no-verify, and so is the manifest against what each file says
+about itself (graph shapes, GGUF metadata, token lists); a changed or missing file is an error.
 """
 
 from __future__ import annotations
