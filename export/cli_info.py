@@ -1,6 +1,7 @@
 """Describe an export bundle: model, template, tokens, preprocessing, files and their checks.
 
-The files' sha256 are verified unless --no-verify; a changed or missing file is an error.
+The files' sha256 are verified unless --no-verify, and so is the manifest against what each file says
+about itself (graph shapes, GGUF metadata, token lists); a changed or missing file is an error.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def describe(m: dict[str, Any], verified: bool = True) -> str:
         f"pad {tokens['pad']}, bos {tokens['bos']}",
         f"image      {image['size']}x{image['size']} {image['aspect_ratio']}, {image.get('resample', '?')}, "
         f"mean {_floats(image['mean'])}, std {_floats(image['std'])}",
-        f"tokenizer  {m['tokenizer']}/",
+        f"tokenizer  {m['tokenizer']}/{_tokenizer_text(m.get('tokenizer_info'))}",
         "artifacts",
     ]
     files = m["files"]
@@ -91,6 +92,16 @@ def format_size(n: int) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
     return f"{size:.2f} GB"
+
+
+def _tokenizer_text(info: dict[str, Any] | None) -> str:
+    if not info:
+        return ""
+    source = "the checkpoint's own" if info["source"] == "checkpoint" else f"from {info['source']}"
+    return (
+        f" ({info['tokens']} tokens, sha256 {info['sha256'][:16]}…, {source}; "
+        f"checked: {', '.join(info['checked'])})"
+    )
 
 
 def _floats(values: list[float]) -> str:
