@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 
+from impvlm.arguments import add_max_image_pixels
+
 ALL = "vqav2,gqa,vizwiz,sqa,textvqa,pope,mme,mmbench,mmvet"
 
 
@@ -35,6 +37,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lm", help="GGUF precision of a bundle (e.g. q4_k_m)")
     parser.add_argument("--vision", help="ONNX precision of a bundle (fp32, fp16, int8)")
     parser.add_argument("--threads", type=int, help="CPU threads")
+    add_max_image_pixels(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -77,6 +80,7 @@ def _run(args: argparse.Namespace) -> int:
     for name in names:
         benchmark_class(name)
     runtime = load_runtime(action, lm=args.lm, vision=args.vision, threads=args.threads)
+    runtime.max_image_pixels = args.max_image_pixels
     options = runner.BenchmarkRunOptions(
         limit=args.limit,
         num_chunks=args.num_chunks,

@@ -12,7 +12,8 @@ A runtime picks files by precision name (``manifest["vision"]["fp32"]["file"]``,
 ``manifest["lm"]["q4_k_m"]["file"]``), builds its prompt from ``manifest["template"]``, preprocesses
 images with ``ImageProcessor.from_config(manifest["image"])`` and splices ``model.image_tokens``
 embeddings at the ``tokens.image`` id. :func:`load_manifest` refuses a bundle whose files changed
-since export; :func:`verify_bundle_matches` one made for another model.
+since export or disagree with the manifest (:mod:`export.manifest_check`); :func:`verify_bundle_matches`
+one made for another model.
 
 :func:`export_bundle` writes into a hidden ``.NAME.partial-*`` folder next to ``out`` and renames it
 into place only after every file was written and validated, so a crash or a failed check never
@@ -27,7 +28,6 @@ import json
 import logging
 import re
 import shutil
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -38,6 +38,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from export.errors import ExportError
+from export.tokenizer_check import TokenizerInfo
 from impvlm.errors import BundleError
 
 log = logging.getLogger(__name__)
@@ -224,7 +225,7 @@ class TemplateInfo:
 
 @dataclass(frozen=True)
 class TokenIds:
-    image: int
+    image: int | None  # None: the tokenizer has no <image> token; images go where the prompt says <image>
     eos: int
     pad: int | None
     bos: int | None
@@ -248,6 +249,7 @@ class Manifest:
     timings: dict[str, float]
     calibration: dict[str, Any] = field(default_factory=dict)  # what the GGUF checks ran on
     mmproj: dict[str, Artifact] = field(default_factory=dict)  # llama.cpp mmproj GGUFs (issue 7)
+    tokenizer_info: TokenizerInfo | None = None  # None in bundles written before it was recorded
     created: str = ""
     format: str = FORMAT_NAME
     format_version: int = FORMAT_VERSION
@@ -274,6 +276,7 @@ class Manifest:
             timings=dict(data["timings"]),
             calibration=dict(data.get("calibration") or {}),
             mmproj={k: Artifact(**v) for k, v in (data.get("mmproj") or {}).items()},
+            tokenizer_info=TokenizerInfo(**data["tokenizer_info"]) if data.get("tokenizer_info") else None,
             created=data.get("created", ""),
             format=data["format"],
             format_version=data["format_version"],
@@ -293,11 +296,13 @@ def _format_pattern(prompt: str) -> str:
 
 
 def load_manifest(bundle_dir: str | Path, verify: bool = True) -> dict[str, Any]:
-    """Read ``manifest.json`` and (with ``verify``) check every file's size and sha256.
+    """Read ``manifest.json`` and (with ``verify``) check every file's size and sha256, then the
+    manifest against what the files say about themselves (:mod:`export.manifest_check`).
 
     Raises:
         BundleError: one line naming the problem: no such folder, no manifest, not a bundle, an
-            unsupported format version, a malformed manifest, a missing file, a changed file.
+            unsupported format version, a malformed manifest, a missing file, a changed file, a
+            manifest that disagrees with its files.
     """
     root = Path(bundle_dir)
     if not root.is_dir():
@@ -317,10 +322,14 @@ def load_manifest(bundle_dir: str | Path, verify: bool = True) -> dict[str, Any]
             f"{path}: bundle format version {version!r} is not supported by this impvlm "
             f"(supports {', '.join(map(str, SUPPORTED_FORMAT_VERSIONS))})"
         )
+    from export.manifest_check import check_fields, check_files
+
     manifest = _typed(data, path)
+    check_fields(manifest, path)
     if verify:
         for rel, record in manifest.files.items():
             _verify_file(root, rel, record)
+        check_files(root, manifest)
     return data
 
 
@@ -524,25 +533,30 @@ def export_bundle(
     """
     from tqdm import tqdm
 
+    from export.manifest_check import check_files
+    from export.target import check_target, make_work_folder, move_into_place, os_reason, remove_empty
     from impvlm.upstream import Parts
 
     plan = ExportPlan.make(gguf, onnx, validate, mmproj)
     parts = Parts.of(language_model, vision_tower)
     checkpoint, out = Path(checkpoint), Path(out)
-    _check_target(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    check_target(out)
+    work, created = make_work_folder(out)
     started = time.perf_counter()
     bar = tqdm(total=plan.n_steps(imatrix), desc="export", unit="step", disable=not progress)
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
         manifest = _BundleWriter(plan, checkpoint, work, threads, bar, parts).run(
             tokenizer_dir, calibration_prompts, optimize_onnx, imatrix
         )
         manifest.timings["total_seconds"] = round(time.perf_counter() - started, 3)
         manifest.write(work)
-        _move_into_place(work, out)
-    except BaseException:
+        check_files(work, manifest)  # the bundle passes the checks every load makes
+        move_into_place(work, out)
+    except BaseException as exc:
         shutil.rmtree(work, ignore_errors=True)
+        remove_empty(created)
+        if isinstance(exc, OSError):
+            raise ExportError(f"writing the bundle {out} failed: {os_reason(exc)}") from exc
         raise
     finally:
         bar.close()
@@ -572,6 +586,7 @@ class _BundleWriter:
         optimize_onnx: bool,
         imatrix: bool,
     ) -> Manifest:
+        from export.tokenizer_check import check_tokenizer
         from impvlm.checkpoint import IMPVLM, checkpoint_hash, read_checkpoint
         from impvlm.image_processing import ImageProcessor
         from impvlm.tokenizer import load_tokenizer, save_tokenizer
@@ -581,6 +596,8 @@ class _BundleWriter:
             layout = "impvlm" if reading.layout is IMPVLM else "upstream"
             model = reading.model()
             tokenizer = load_tokenizer(tokenizer_dir) if tokenizer_dir else reading.tokenizer()
+            source_dir = tokenizer_dir or reading.tokens.tokenizer_dir  # a stage output uses its base's
+            tokenizer_info = check_tokenizer(model, tokenizer, self.checkpoint, source_dir)
             tokens = _token_ids(model.config, tokenizer)
             source = SourceInfo(str(self.checkpoint.resolve()), checkpoint_hash(reading), layout)
         vision = self._vision(model, optimize_onnx) if self.plan.onnx else {}
@@ -605,6 +622,7 @@ class _BundleWriter:
             timings=self.timings,
             calibration=self.calibration,
             mmproj=mmproj,
+            tokenizer_info=tokenizer_info,
             created=datetime.now(UTC).isoformat(timespec="seconds"),
         )
 
@@ -840,35 +858,12 @@ def _token_ids(config: Any, tokenizer: Any) -> TokenIds:
     if stop is None:
         raise ExportError(f"the tokenizer has no token for the template's stop string {template.stop_str!r}")
     return TokenIds(
-        image=int(image),
+        image=None if image == IMAGE_SENTINEL else int(image),
         eos=int(config.eos_token_id),
         pad=None if config.pad_token_id is None else int(config.pad_token_id),
         bos=None if config.bos_token_id is None else int(config.bos_token_id),
         stop=int(stop),
     )
-
-
-def _check_target(out: Path) -> None:
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST_FILE).is_file())):
-        raise ExportError(f"{out} exists and is not a bundle: refusing to overwrite it")
-
-
-def _move_into_place(work: Path, out: Path) -> None:
-    """Rename ``work`` to ``out``; a previous bundle there is moved aside first, then deleted.
-
-    The temp folder and the GGUF temp files are created private (0700 / 0600); a bundle is meant to
-    be copied to devices and shared, so it is published as 0755 folders and 0644 files.
-    """
-    for path in [work, *work.rglob("*")]:
-        path.chmod(0o755 if path.is_dir() else 0o644)
-    old = None
-    if out.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-        old.rmdir()
-        out.rename(old)
-    work.rename(out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def iter_artifacts(manifest: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:

@@ -2,8 +2,9 @@
 checkpoint folder (its layout, template and why, tower, image tokens, dtype, size, and what
 `imp export` would write).
 
-A bundle's files are verified against their sha256 unless --no-verify; a changed or missing file is
-an error. A checkpoint is described without loading its weights.
+A bundle's files are verified against their sha256 unless --no-verify, and so is the manifest
+against what each file says about itself (graph shapes, GGUF metadata, token lists); a changed or
+missing file is an error. A checkpoint is described without loading its weights.
 """
 
 from __future__ import annotations
@@ -64,11 +65,11 @@ def describe(m: dict[str, Any], verified: bool = True) -> str:
         f"template   {tpl['name']}: roles {' / '.join(tpl['roles'])}, sep {tpl['sep']!r}, "
         f"sep2 {tpl['sep2']!r}, stop {tpl['stop_str']!r}",
         f"           prompt {tpl['question_prompt']!r}",
-        f"tokens     image {tokens['image']}, eos {tokens['eos']}, stop {tokens['stop']}, "
+        f"tokens     image {_image_id(tokens['image'])}, eos {tokens['eos']}, stop {tokens['stop']}, "
         f"pad {tokens['pad']}, bos {tokens['bos']}",
         f"image      {image['size']}x{image['size']} {image['aspect_ratio']}, {image.get('resample', '?')}, "
         f"mean {_floats(image['mean'])}, std {_floats(image['std'])}",
-        f"tokenizer  {m['tokenizer']}/",
+        f"tokenizer  {m['tokenizer']}/{_tokenizer_text(m.get('tokenizer_info'))}",
         "artifacts",
     ]
     files = m["files"]
@@ -111,6 +112,20 @@ def format_size(n: int) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
     return f"{size:.2f} GB"
+
+
+def _tokenizer_text(info: dict[str, Any] | None) -> str:
+    if not info:
+        return ""
+    source = "the checkpoint's own" if info["source"] == "checkpoint" else f"from {info['source']}"
+    return (
+        f" ({info['tokens']} tokens, sha256 {info['sha256'][:16]}…, {source}; "
+        f"checked: {', '.join(info['checked'])})"
+    )
+
+
+def _image_id(token_id: int | None) -> str:
+    return "none (spliced where the prompt says <image>)" if token_id is None else str(token_id)
 
 
 def _floats(values: list[float]) -> str:

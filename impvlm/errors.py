@@ -24,6 +24,10 @@ class ImageError(ImpError):
     """An image that cannot be read or decoded."""
 
 
+class ImageTooLargeError(ImageError):
+    """An image with more pixels than the limit (``--max-image-pixels``): a possible decompression bomb."""
+
+
 class DataError(ImpError):
     """A malformed dataset record or file."""
 

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from impvlm.errors import DataError, ImpError
-from impvlm.image_processing import ImageInput, ImageProcessor
+from impvlm.image_processing import DEFAULT_MAX_IMAGE_PIXELS, ImageInput, ImageProcessor, load_image
 from impvlm.templates import IMAGE_TOKEN, Template, Turn
 from runtimes.sampling import SamplingConfig, sample_next
 
@@ -105,6 +105,7 @@ class Runtime(ABC):
     stop_ids: frozenset[int]
     special_ids: frozenset[int]
     feature_cache_size: int = 8
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS  # larger image files are refused before decoding
 
     def __init__(self) -> None:
         self._features: OrderedDict[str, np.ndarray] = OrderedDict()
@@ -147,9 +148,13 @@ class Runtime(ABC):
     def detokenize(self, ids: Sequence[int]) -> str:
         return self.tokenizer.decode([i for i in ids if i not in self.special_ids], skip_special_tokens=True)
 
+    def open_images(self, images: Sequence[ImageInput]) -> list[ImageInput]:
+        """Files and bytes decoded to RGB images, each checked against ``max_image_pixels`` first."""
+        return [load_image(image, self.max_image_pixels) for image in images]
+
     def encode_images(self, images: Sequence[ImageInput]) -> np.ndarray:
         """Projected image features ``(B, N, D)``, computed once per distinct image."""
-        pixels = self.image_processor.batch(list(images))
+        pixels = self.image_processor.batch(self.open_images(images))
         return np.stack([self._features_for(p)[1] for p in pixels]) if len(pixels) else pixels
 
     def _features_for(self, pixels: np.ndarray) -> tuple[str, np.ndarray, bool]:
@@ -254,7 +259,7 @@ class Runtime(ABC):
         if not reuse:
             self._features.clear()
         t0 = time.perf_counter()
-        pixels = self.image_processor.batch(images)
+        pixels = self.image_processor.batch(self.open_images(images))
         features: list[np.ndarray] = []
         keys: list[str] = []
         for p in pixels:
@@ -285,7 +290,7 @@ class Runtime(ABC):
         rng = np.random.default_rng(sampling.seed)
         stop_strings = list(stop or [])
         new_ids: list[int] = []
-        emitted = ""
+        decoded = emitted = ""
         finish = "length"
         t0 = time.perf_counter()
         for step in range(max_new_tokens):
@@ -296,25 +301,26 @@ class Runtime(ABC):
                 finish = "stop"
                 break
             new_ids.append(token)
-            current = self.detokenize(new_ids)
-            if stop_strings and any(s in current for s in stop_strings):
+            decoded = self.detokenize(new_ids)
+            if stop_strings and any(s in decoded for s in stop_strings):
                 finish = "stop"
-                new_ids.pop()
+                new_ids.pop()  # the stop string's token is not part of the answer's tokens
                 break
-            if not current.endswith("\ufffd") and len(current) > len(emitted):
-                yield current[len(emitted) :].lstrip() if not emitted else current[len(emitted) :]
-                emitted = current
+            shown = settled_text(decoded, stop_strings)
+            if len(shown) > len(emitted) and shown.startswith(emitted):
+                yield shown[len(emitted) :]
+                emitted = shown
             if step + 1 < max_new_tokens:
                 logits = self._eval_tokens([token])
                 self._cached_keys.append(token)
         timings.decode_tokens = len(new_ids)
         timings.decode_s = time.perf_counter() - t0
-        answer = self.detokenize(new_ids)
-        for s in stop_strings:
-            answer = answer.split(s)[0]
+        answer = answer_text(decoded, stop_strings)
+        if len(answer) > len(emitted) and answer.startswith(emitted):
+            yield answer[len(emitted) :]  # the stream ends with exactly the returned text
         timings.total_s = time.perf_counter() - start
         timings.peak_rss_mb = peak_rss_mb()
-        return Generation(answer.strip(), new_ids, finish, timings)
+        return Generation(answer, new_ids, finish, timings)
 
     def _prefill(self, pieces: list[Piece], features: list[np.ndarray], keep: int) -> np.ndarray:
         logits: np.ndarray | None = None
@@ -332,6 +338,38 @@ class Runtime(ABC):
             pos += length
         assert logits is not None
         return logits
+
+
+UNFINISHED_CHARACTER = "\ufffd"  # what a multi-byte character cut between tokens decodes to
+
+
+def answer_text(decoded: str, stop: Sequence[str] = ()) -> str:
+    """The one rule from decoded tokens to the answer, the same whether it is streamed or returned.
+
+    The text is cut at the first stop string, a multi-byte character left unfinished at the end
+    (generation stopped between its bytes, decoded as U+FFFD) is dropped, and surrounding
+    whitespace is stripped.
+    """
+    for s in stop:
+        decoded = decoded.split(s, 1)[0]
+    return decoded.rstrip(UNFINISHED_CHARACTER).strip()
+
+
+def settled_text(decoded: str, stop: Sequence[str] = ()) -> str:
+    """The part of :func:`answer_text` no later token can change: without an unfinished character,
+    without a tail that may still grow into a stop string, and without trailing whitespace (the
+    answer may end there). Streaming emits this; its end is always a prefix of the final answer."""
+    decoded = decoded.rstrip(UNFINISHED_CHARACTER)
+    hold = max((_stop_prefix_at_end(decoded, s) for s in stop), default=0)
+    return decoded[: len(decoded) - hold].strip()
+
+
+def _stop_prefix_at_end(text: str, stop: str) -> int:
+    """Length of the longest proper prefix of ``stop`` that ``text`` ends with."""
+    for n in range(min(len(stop) - 1, len(text)), 0, -1):
+        if text.endswith(stop[:n]):
+            return n
+    return 0
 
 
 def _common_prefix(a: list[Any], b: list[Any]) -> int:

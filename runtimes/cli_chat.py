@@ -12,6 +12,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from impvlm.arguments import add_max_image_pixels, add_threads
+from runtimes.sampling import MAX_TEMPERATURE
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -23,7 +26,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--profile", help="device profile: default or mobile (4 threads, q4_k_m, fp16 vision)"
     )
-    parser.add_argument("--threads", type=int, help="CPU threads")
+    add_threads(parser)
+    add_max_image_pixels(parser)
     parser.add_argument(
         "--vision-tower",
         metavar="DIR",
@@ -33,18 +37,32 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--language-model", metavar="DIR", help="checkpoint only: the base Phi-2 folder of a stage output"
     )
     parser.add_argument("--max-new-tokens", type=int, default=256, help="answer length limit (default 256)")
-    parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default); >0 samples")
-    parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (with --temperature)")
+    parser.add_argument(
+        "--temperature",
+        type=float,
+        default=0.0,
+        help=f"0 = greedy (default); up to {MAX_TEMPERATURE:g} samples",
+    )
+    parser.add_argument(
+        "--top-p", type=float, default=1.0, help="nucleus sampling mass in (0, 1] (with --temperature)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="sampling seed")
     parser.add_argument("--timings", action="store_true", help="print image-encode, prefill and decode speed")
     parser.set_defaults(_trailing="question")
 
 
 def run(args: argparse.Namespace) -> int:
+    from impvlm.errors import ConfigError
     from impvlm.templates import IMAGE_TOKEN, Turn
     from runtimes.loader import load_runtime
     from runtimes.sampling import SamplingConfig
 
+    if args.question is not None and not args.question.strip():
+        raise ConfigError("the question is empty; ask something, or leave it out for an interactive session")
+    # checked before the model loads: a bad setting costs nothing
+    sampling = SamplingConfig(
+        greedy=args.temperature <= 0, temperature=args.temperature, top_p=args.top_p, seed=args.seed
+    )
     options = {
         "lm": args.lm,
         "vision": args.vision,
@@ -54,9 +72,7 @@ def run(args: argparse.Namespace) -> int:
         "language_model": args.language_model,
     }
     runtime = load_runtime(args.model, **options)
-    sampling = SamplingConfig(
-        greedy=args.temperature <= 0, temperature=args.temperature, top_p=args.top_p, seed=args.seed
-    )
+    runtime.max_image_pixels = args.max_image_pixels
     images = list(args.image)
     # validate the images up front: a one-line error names a bad file before any work is done
     runtime.encode_images(images)
@@ -82,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
             )
         return [*turns, Turn("assistant", out.text)]
 
-    if args.question:
+    if args.question is not None:
         ask([], args.question)
         return 0
     conversation: list = []

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import argparse
 
+from impvlm.arguments import add_max_image_pixels, add_threads, tcp_port
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -30,11 +32,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "native: LM GGUF + mmproj through llama.cpp's libmtmd (needs `imp export --mmproj`)",
     )
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8080, help="TCP port (default 8080)")
+    parser.add_argument("--port", type=tcp_port, default=8080, help="TCP port (default 8080)")
     parser.add_argument("--lm", help="GGUF precision of the LM (e.g. f16, q8_0, q4_k_m)")
     parser.add_argument("--vision", help="ONNX precision of the vision encoder (exported runtime)")
     parser.add_argument("--mmproj", help="mmproj precision (native runtime)")
-    parser.add_argument("--threads", type=int, help="CPU threads")
+    add_threads(parser)
     parser.add_argument("--context-length", type=int, help="KV cache size (default: the model's)")
     parser.add_argument("--model-name", help="the model id clients see (default: the bundle's model id)")
     parser.add_argument(
@@ -43,9 +45,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="allow local image paths / file:// URLs inside DIR (default: refused)",
     )
     parser.add_argument("--max-image-mb", type=float, default=20.0, help="largest image file (default 20 MB)")
-    parser.add_argument(
-        "--max-image-pixels", type=int, default=40_000_000, help="largest image, width x height (default 40M)"
-    )
+    add_max_image_pixels(parser)
     parser.add_argument("--max-images", type=int, default=8, help="images per request (default 8)")
     parser.add_argument(
         "--max-new-tokens", type=int, default=1024, help="cap on a request's max_tokens (default 1024)"
@@ -67,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"serving needs FastAPI and uvicorn: pip install 'impvlm[serve]' ({exc})") from None
     if args.image_root and not Path(args.image_root).is_dir():
         raise ConfigError(f"--image-root {args.image_root} is not a folder")
+    check_can_listen(args.host, args.port)  # before the model loads, which may take a while
     spec = f"{args.runtime}:{args.model}" if args.runtime else args.model
     runtime = load_runtime(
         spec,
@@ -90,3 +91,22 @@ def run(args: argparse.Namespace) -> int:
     finally:
         runtime.close()
     return 0
+
+
+def check_can_listen(host: str, port: int) -> None:
+    """Refuse a host / port the server could not listen on (taken, not an address of this machine)."""
+    import socket
+
+    from impvlm.errors import ConfigError
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ConfigError(f"--host {host}: {exc.strerror}") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None

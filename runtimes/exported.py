@@ -14,7 +14,9 @@ from typing import Any
 
 import numpy as np
 
+from export.bundle import Manifest
 from export.llama_session import LlamaSession
+from export.manifest_check import check_vision_shapes
 from impvlm.errors import BundleError
 from impvlm.image_processing import ImageProcessor
 from runtimes.llama_lm import LlamaLMRuntime, gpu_layers
@@ -85,7 +87,12 @@ class ExportedRuntime(LlamaLMRuntime):
                 raise BundleError(f"{self.bundle}: {needed.relative_to(self.bundle)} is missing")
         self._vision = ort.InferenceSession(str(vision_file), options, providers=onnx_providers())
         self._vision_input = self._vision.get_inputs()[0].name
-        width = self._vision.get_outputs()[0].shape[-1]
+        check_vision_shapes(
+            Manifest.from_dict(manifest),
+            manifest["vision"][self.vision_name]["file"],
+            self._vision.get_inputs()[0].shape,
+            self._vision.get_outputs()[0].shape,
+        )  # also without verify: a manifest's image size or token count that is not the graph's
         self._lm = LlamaSession(
             lm_file,
             n_ctx=self.context_length,
@@ -94,12 +101,11 @@ class ExportedRuntime(LlamaLMRuntime):
             n_batch=max(512, self.num_image_tokens),
             kv_type="f32" if self.lm_name == "f32" else "f16",
         )
-        if self._lm.n_embd != int(model["embedding_width"]) or (
-            isinstance(width, int) and width != self._lm.n_embd
-        ):
+        if (n_embd := self._lm.n_embd) != int(model["embedding_width"]):
+            self._lm.close()
             raise BundleError(
-                f"{self.bundle}: the vision encoder gives {width}-wide features but the LM takes {self._lm.n_embd}: "
-                "files from different models"
+                f"{self.bundle}: the LM takes {n_embd}-wide embeddings but the vision encoder gives "
+                f"{model['embedding_width']}-wide features: files from different models"
             )
 
     def identity(self) -> dict[str, Any]:

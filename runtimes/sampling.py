@@ -6,6 +6,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from impvlm.errors import ConfigError
+
+MAX_TEMPERATURE = 2.0  # temperature: 0 (greedy) to this, OpenAI's range; top_p: in (0, 1]
+
+
+def check_sampling(temperature: float, top_p: float) -> None:
+    """The one rule for sampling settings (``imp chat`` and the server's requests apply it)."""
+    if not 0 <= temperature <= MAX_TEMPERATURE:
+        raise ConfigError(f"temperature {temperature} is out of range: use 0 (greedy) to {MAX_TEMPERATURE:g}")
+    if not 0 < top_p <= 1:
+        raise ConfigError(f"top_p {top_p} is out of range: use a value above 0 and at most 1")
+
 
 @dataclass(frozen=True)
 class SamplingConfig:
@@ -15,6 +27,9 @@ class SamplingConfig:
     temperature: float = 1.0
     top_p: float = 1.0
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_sampling(self.temperature, self.top_p)
 
 
 def sample_next(logits: np.ndarray, config: SamplingConfig, rng: np.random.Generator) -> int:

@@ -34,7 +34,6 @@ import asyncio
 import base64
 import binascii
 import contextlib
-import io
 import json
 import logging
 import secrets
@@ -48,14 +47,15 @@ from typing import Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
-from PIL import Image, UnidentifiedImageError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from PIL import Image
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from impvlm.errors import ImpError
+from impvlm.errors import ImageError, ImageTooLargeError, ImpError
+from impvlm.image_processing import DEFAULT_MAX_IMAGE_PIXELS, load_image
 from impvlm.templates import IMAGE_TOKEN, Turn
 from runtimes.base import Generation, Runtime
-from runtimes.sampling import SamplingConfig
+from runtimes.sampling import SamplingConfig, check_sampling
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ class ServeLimits:
 
     max_body_bytes: int = 64 * MB
     max_image_bytes: int = 20 * MB  # per decoded image file
-    max_image_pixels: int = 40_000_000  # width x height of one image (decompression bombs)
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS  # width x height of one image (decompression bombs)
     max_images: int = 8
     max_new_tokens: int = 1024  # cap on max_tokens
     default_max_tokens: int = 256
@@ -125,13 +125,27 @@ class ChatRequest(_Schema):
     messages: list[Message] = Field(min_length=1)
     max_tokens: int | None = Field(default=None, ge=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
-    temperature: float | None = Field(default=None, ge=0, le=2)
-    top_p: float | None = Field(default=None, gt=0, le=1)
+    temperature: float | None = None
+    top_p: float | None = None
     seed: int | None = None
     stop: str | list[str] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
     n: int = Field(default=1, ge=1, le=1)
+
+    @field_validator("temperature")
+    @classmethod
+    def _temperature(cls, value: float | None) -> float | None:
+        if value is not None:
+            check_sampling(value, 1.0)  # the same rule as `imp chat --temperature`
+        return value
+
+    @field_validator("top_p")
+    @classmethod
+    def _top_p(cls, value: float | None) -> float | None:
+        if value is not None:
+            check_sampling(0.0, value)
+        return value
 
 
 @dataclass
@@ -154,6 +168,8 @@ def parse_request(body: bytes) -> ChatRequest:
         data = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise APIError(400, f"the request body is not valid JSON: {exc}", "invalid_json") from None
+    except RecursionError:
+        raise APIError(400, "the request body is nested too deeply", "invalid_json") from None
     if not isinstance(data, dict):
         raise APIError(400, "the request body must be a JSON object", "invalid_json")
     try:
@@ -187,26 +203,11 @@ def load_request_image(url: str, limits: ServeLimits, param: str = "image_url") 
         data = path.read_bytes()
         name = path.name
     try:
-        image = Image.open(io.BytesIO(data))
-    except UnidentifiedImageError:
-        raise APIError(400, f"{name} is not an image (unknown format)", "invalid_image", param) from None
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise APIError(
-            400, f"{name} is not an image this server can decode: {exc}", "invalid_image", param
-        ) from None
-    width, height = image.size
-    if width * height > limits.max_image_pixels:
-        raise APIError(
-            400,
-            f"image of {width}x{height} pixels exceeds the limit of {limits.max_image_pixels}",
-            "image_too_large",
-            param,
-        )
-    try:
-        image.load()
-        return image.convert("RGB")
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise APIError(400, f"{name} is a broken image: {exc}", "invalid_image", param) from None
+        return load_image(data, limits.max_image_pixels, name=name)
+    except ImageTooLargeError as exc:
+        raise APIError(400, str(exc), "image_too_large", param) from None
+    except ImageError as exc:
+        raise APIError(400, str(exc), "invalid_image", param) from None
 
 
 def _decode_data_url(url: str, limits: ServeLimits, param: str) -> bytes:

@@ -56,3 +56,34 @@ def tiny_bundle(tmp_path_factory, tiny_checkpoint):
     out = tmp_path_factory.mktemp("bundle") / "tiny"
     export_bundle(tiny_checkpoint, out, gguf=["f32", "f16", "q8_0", "q4_k_m"], onnx=["fp32", "fp16", "int8"])
     return out
+
+
+def write_one_colour_png(path, width: int, height: int):
+    """A valid black 1-bit PNG of any size that stays a few kB on disk (decompression-bomb tests):
+    rows are streamed through zlib, never held in memory whole."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    row = b"\x00" * (1 + (width + 7) // 8)  # filter byte + packed pixels
+    packer = zlib.compressobj(9)
+    idat = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)  # 1 bit, grayscale
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+    )
+    return path
+
+
+@pytest.fixture(scope="session")
+def one_colour_png():
+    """``one_colour_png(path, width, height)`` writes a tiny PNG file of any size."""
+    return write_one_colour_png
+
+
+@pytest.fixture(scope="session")
+def bomb_png(tmp_path_factory):
+    """A 20000x20000 (400-megapixel) one-colour PNG of a few kB."""
+    return write_one_colour_png(tmp_path_factory.mktemp("bomb") / "bomb.png", 20_000, 20_000)

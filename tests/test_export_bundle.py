@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import re
 import shutil
 from pathlib import Path
 
@@ -21,10 +23,13 @@ from export.bundle import (
     judge_lm,
     lm_gate,
     load_manifest,
+    sha256_file,
     verify_bundle_matches,
 )
 from export.errors import ExportError
+from export.onnx_io import OnnxFormatError, graph_io
 from export.onnx_vision import ParityThreshold
+from export.tokenizer_check import CHECK_CHECKPOINT, CHECK_EMBEDDING, CHECK_SPECIAL_IDS, tokenizer_sha256
 from impvlm import ImpForCausalLM, build_config
 from impvlm.checkpoint import checkpoint_hash, save_checkpoint
 from impvlm.cli import main
@@ -353,3 +358,238 @@ def test_cli_export_and_info(checkpoint, tmp_path, capsys):
 def test_cli_refuses_unknown_precision(checkpoint, tmp_path, capsys):
     assert main(["export", str(checkpoint), "--out", str(tmp_path / "b"), "--onnx", "fp8"]) == 2
     assert "unknown ONNX precision 'fp8'" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------ tokenizer check
+
+OTHER_TEXTS = [
+    "Once upon a time a small fox crossed the frozen river at night.",
+    "The quick brown fox jumps over the lazy dog near the river bank.",
+    "USER: Where did the fox go? ASSISTANT: across the river</s>",
+] * 3
+
+
+def test_another_models_tokenizer_is_refused_and_nothing_is_left(checkpoint, tmp_path, capsys):
+    """Same special tokens at the same ids, another vocabulary: every parity check would pass."""
+    other = tmp_path / "other-tokenizer"
+    train_tokenizer(OTHER_TEXTS, 400, other)
+    out = tmp_path / "new" / "deep" / "bundle"
+    argv = ["export", str(checkpoint), "--out", str(out), "--gguf", "none", "--no-validate"]
+    assert main([*argv, "--tokenizer", str(other), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and f"--tokenizer {other} is not the checkpoint's tokenizer" in err
+    assert re.search(r"id \d+ is '.*' there and '.*' in ", err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other-tokenizer"]  # not even the parents
+
+
+def test_tokenizer_larger_than_the_embedding_is_refused(checkpoint, tmp_path):
+    from impvlm.tokenizer import load_tokenizer, save_tokenizer
+
+    bigger = load_tokenizer(checkpoint)
+    bigger.add_tokens([f"<extra{i}>" for i in range(1100)])
+    save_tokenizer(bigger, tmp_path / "bigger")
+    with pytest.raises(ExportError, match=r"the tokenizer has \d+ tokens .*model embeds only 1024"):
+        export_bundle(checkpoint, tmp_path / "b", gguf=[], onnx=["fp32"], tokenizer_dir=tmp_path / "bigger")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bigger"]
+
+
+def test_config_special_id_that_is_an_ordinary_token_is_refused(tokenizer, tmp_path):
+    ordinary = tokenizer.encode(" red", add_special_tokens=False)[0]
+    word = tokenizer.convert_ids_to_tokens(ordinary)
+    assert ordinary not in tokenizer.all_special_ids and ordinary not in tokenizer.added_tokens_decoder
+    config = build_config("imp-tiny", tokenizer=tokenizer, pad_token_id=ordinary)
+    ckpt = save_checkpoint(ImpForCausalLM(config).eval(), tokenizer, tmp_path / "ckpt")
+    with pytest.raises(
+        ExportError, match=rf"pad_token_id {ordinary} is the ordinary token {re.escape(repr(word))}"
+    ):
+        export_bundle(ckpt, tmp_path / "b", gguf=[], onnx=["fp32"], validate=False)
+
+
+def test_tokenizer_hash_and_checks_are_recorded(onnx_bundle, checkpoint, tmp_path):
+    from tokenizers import Tokenizer
+
+    out, manifest = onnx_bundle
+    info = load_manifest(out)["tokenizer_info"]
+    bundled = Tokenizer.from_file(str(out / "tokenizer" / "tokenizer.json"))
+    assert info["sha256"] == tokenizer_sha256(bundled) and info["source"] == "checkpoint"
+    assert info["tokens"] < manifest.model.vocab_size  # padding rows after the last id are fine
+    assert info["checked"] == [CHECK_EMBEDDING, CHECK_SPECIAL_IDS]
+    copy = Path(shutil.copytree(checkpoint, tmp_path / "same-tokenizer"))
+    second = export_bundle(
+        checkpoint, tmp_path / "b", gguf=[], onnx=["fp32"], validate=False, tokenizer_dir=copy
+    )
+    assert second.tokenizer_info.checked[-1] == CHECK_CHECKPOINT
+    assert (
+        second.tokenizer_info.source == str(copy.resolve()) and second.tokenizer_info.sha256 == info["sha256"]
+    )
+
+
+# ------------------------------------------------------------------------------------ manifest vs files
+
+
+def edit_manifest(bundle: Path, edit) -> None:
+    path = bundle / MANIFEST_FILE
+    data = json.loads(path.read_text())
+    edit(data)
+    path.write_text(json.dumps(data))
+
+
+def rehash(bundle: Path, rel: str) -> None:
+    """What a deliberate editor does: write the changed file's sha256 and size into the manifest."""
+
+    def edit(data):
+        data["files"][rel].update(sha256=sha256_file(bundle / rel), bytes=(bundle / rel).stat().st_size)
+
+    edit_manifest(bundle, edit)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (
+            lambda m: m["model"].update(image_tokens=17),
+            r"onnx/vision_encoder\.onnx says image tokens 16, manifest\.json says 17",
+        ),
+        (
+            lambda m: m["template"].update(system="You are a pirate."),
+            r"template 'phi2' system 'You are a pirate\.' is not the one",
+        ),
+        (
+            lambda m: m["tokens"].update(stop=0),
+            r"tokens\.stop is 0, which is '<\|endoftext\|>' in .* not '</s>'",
+        ),
+        (lambda m: m["tokens"].update(eos=2), r"model-f16\.gguf says eos token id 1, manifest\.json says 2"),
+        (
+            lambda m: (m["image"].update(size=128), m["model"].update(image_size=128)),
+            r"vision_encoder\.onnx says image size 64, manifest\.json says 128",
+        ),
+        (lambda m: m["image"].update(size=128), r"image size 128 is not the model's image_size 64"),
+        (
+            lambda m: m["model"].update(embedding_width=512),
+            r"says embedding width 256, manifest\.json says 512",
+        ),
+    ],
+)
+def test_edited_manifest_is_refused(onnx_bundle, tmp_path, edit, message):
+    bundle = copy_bundle(onnx_bundle[0], tmp_path)
+    edit_manifest(bundle, edit)
+    with pytest.raises(BundleError, match=message) as caught:
+        load_manifest(bundle)
+    assert "\n" not in str(caught.value)
+
+
+def test_malformed_image_section_is_one_line_even_unverified(onnx_bundle, tmp_path, capsys):
+    bundle = copy_bundle(onnx_bundle[0], tmp_path)
+    edit_manifest(bundle, lambda m: m["image"].update(size="large"))
+    with pytest.raises(BundleError, match=r"malformed: image section .*'large'"):
+        load_manifest(bundle, verify=False)
+    edit_manifest(bundle, lambda m: (m["image"].update(size=64), m["tokens"].update(stop="</s>")))
+    with pytest.raises(BundleError, match=r"malformed: tokens\.stop is '</s>', not a non-negative integer"):
+        load_manifest(bundle, verify=False)
+    assert main(["info", str(bundle), "--no-verify"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("imp info: error:") and "\n" not in err
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("general.file_type", 7, r"model-f16\.gguf says file type 7, manifest\.json says 1"),
+        ("tokenizer.ggml.eos_token_id", 0, r"model-f16\.gguf says eos token id 0, manifest\.json says 1"),
+    ],
+)
+def test_gguf_edited_together_with_its_hash_is_refused(onnx_bundle, tmp_path, key, value, message):
+    import gguf
+
+    assert key in (gguf.Keys.General.FILE_TYPE, gguf.Keys.Tokenizer.EOS_ID)
+    bundle = copy_bundle(onnx_bundle[0], tmp_path)
+    rel = "gguf/model-f16.gguf"
+    reader = gguf.GGUFReader(str(bundle / rel), "r+")
+    field = reader.fields[key]
+    field.parts[field.data[0]][0] = value
+    reader.data.flush()
+    del reader
+    rehash(bundle, rel)
+    with pytest.raises(BundleError, match=message):
+        load_manifest(bundle)
+
+
+def test_tokenizer_swapped_together_with_its_hash_is_refused(onnx_bundle, tmp_path):
+    bundle = copy_bundle(onnx_bundle[0], tmp_path)
+    other = train_tokenizer(OTHER_TEXTS, 400, tmp_path / "other")
+    rel = "tokenizer/tokenizer.json"
+    shutil.copy(tmp_path / "other" / "tokenizer.json", bundle / rel)
+    rehash(bundle, rel)
+    with pytest.raises(
+        BundleError, match=r"tokenizer\.json is not the tokenizer the bundle was exported with"
+    ):
+        load_manifest(bundle)
+    edit_manifest(
+        bundle, lambda m: m["tokenizer_info"].update(sha256=tokenizer_sha256(other.backend_tokenizer))
+    )
+    with pytest.raises(BundleError, match=r"model-f16\.gguf has token \d+ '.*', the bundle's tokenizer '.*'"):
+        load_manifest(bundle)
+
+
+def test_graph_io_reads_shapes_without_loading_weights(onnx_bundle, tmp_path):
+    import onnx
+
+    out, _ = onnx_bundle
+    for name in ("vision_encoder.onnx", "vision_encoder_q8.onnx"):
+        graph = onnx.load(str(out / "onnx" / name), load_external_data=False).graph
+        want = {
+            v.name: tuple(
+                d.dim_value if d.HasField("dim_value") else d.dim_param for d in v.type.tensor_type.shape.dim
+            )
+            for v in [*graph.input, *graph.output]
+        }
+        io = graph_io(out / "onnx" / name)
+        assert {**io.inputs, **io.outputs} == want
+        assert io.inputs["pixel_values"] == ("batch", 3, 64, 64) or isinstance(
+            io.inputs["pixel_values"][0], str
+        )
+    data = (out / "onnx" / "vision_encoder.onnx").read_bytes()
+    for bad in (data[: len(data) // 2], b"not a graph", b""):
+        (tmp_path / "bad.onnx").write_bytes(bad)
+        with pytest.raises(OnnxFormatError):
+            graph_io(tmp_path / "bad.onnx")
+
+
+# ------------------------------------------------------------------------------------ --out
+
+
+def test_out_under_a_regular_file_is_one_line(checkpoint, tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("mine")
+    for out in (tmp_path / "notes.txt" / "bundle", tmp_path / "notes.txt" / "a" / "b"):
+        assert main(["export", str(checkpoint), "--out", str(out), "--gguf", "none", "--no-progress"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert (
+            err
+            == f"imp export: error: cannot write the bundle {out}: {tmp_path / 'notes.txt'} is a file, not a folder"
+        )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into a read-only folder")
+def test_out_in_a_read_only_folder_is_one_line(checkpoint, tmp_path, capsys):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        assert main(["export", str(checkpoint), "--out", str(locked / "b" / "c"), "--gguf", "none"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and f"cannot write the bundle {locked / 'b' / 'c'}: Permission denied" in err
+        assert list(locked.iterdir()) == []
+    finally:
+        locked.chmod(0o755)
+
+
+@pytest.mark.skipif(not Path("/sys/kernel").is_dir(), reason="needs Linux sysfs")
+def test_out_where_the_file_system_refuses_writes_is_one_line(checkpoint, capsys):
+    """sysfs accepts no new folders, for root neither: a file system that cannot be written."""
+    out = Path("/sys/kernel/impvlm-bundle/b")
+    assert main(["export", str(checkpoint), "--out", str(out), "--gguf", "none", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.startswith(f"imp export: error: cannot write the bundle {out}: ")
+    assert not out.parent.exists()

@@ -156,3 +156,17 @@ def test_real_size_imp_v1_3b_vision_encoder(tmp_path):
     assert fp32.parity is not None and fp32.parity.min_cos >= 0.99999
     out = run(fp32.path, images[:1])
     assert out.shape == (1, 729, 2560)
+
+
+def test_int8_weights_are_uint8_on_every_cpu_kind(exported):
+    """U8U8: every quantized MatMul takes uint8 weights, which no CPU kernel accumulates in a saturating
+    int16 (int8 weights do on AVX2 and AVX-512 without VNNI); the manifest records the scheme."""
+    _, artifacts = exported
+    int8 = artifacts["int8"]
+    graph = onnx.load(str(int8.path)).graph
+    weights = {init.name: init.data_type for init in graph.initializer}
+    quantized = [n for n in graph.node if n.op_type in ("MatMulInteger", "DynamicQuantizeMatMul")]
+    assert quantized, "no quantized MatMul in the int8 graph"
+    for node in quantized:
+        assert weights[node.input[1]] == onnx.TensorProto.UINT8, node.name
+    assert int8.details["weight_type"] == "QUInt8" and int8.details["activation_type"] == "QUInt8"

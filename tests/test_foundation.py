@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from impvlm import ImpForCausalLM, build_config
-from impvlm.errors import ImageError
+from impvlm.errors import ImageError, ImageTooLargeError
 from impvlm.image_processing import ImageProcessor, load_image
 from impvlm.presets import PRESETS
 from impvlm.templates import (
@@ -111,6 +111,26 @@ def test_image_processing_modes(tmp_path):
     path.write_bytes(_png(mode="L"))
     assert squash(path).shape == (3, 8, 8)  # non-RGB converted
     assert squash(Image.open(path)).shape == (3, 8, 8)
+
+
+def test_images_above_the_pixel_limit_are_refused_before_decoding(bomb_png, one_colour_png, tmp_path):
+    with pytest.raises(
+        ImageTooLargeError, match=r"bomb.png is too large to decode \(Image size \(400000000 pixels\)"
+    ):
+        load_image(bomb_png)  # beyond Pillow's own bomb limit: its error was a traceback
+    with pytest.raises(ImageTooLargeError, match="bomb.png"):
+        load_image(bomb_png.read_bytes(), max_pixels=10**9, name="bomb.png")  # Pillow's limit still holds
+    big = one_colour_png(tmp_path / "121mp.png", 11_000, 11_000)  # decoded with a warning before
+    with pytest.raises(ImageTooLargeError, match="121,000,000 pixels, more than the limit of 64,000,000"):
+        load_image(big)
+    small = one_colour_png(tmp_path / "small.png", 100, 50)
+    assert load_image(small, max_pixels=5000).size == (100, 50)
+    with pytest.raises(ImageTooLargeError, match="5,000 pixels, more than the limit of 4,999"):
+        load_image(small, max_pixels=4999)
+    with pytest.raises(ImageTooLargeError, match="small.png"):
+        ImageProcessor(8, max_pixels=4999)(small)
+    assert ImageProcessor(8, max_pixels=4999) == ImageProcessor(8)  # a limit, not preprocessing
+    assert "max_pixels" not in ImageProcessor(8).to_dict()
 
 
 def test_bad_images_are_named(tmp_path):

@@ -294,6 +294,29 @@ def test_bundle_without_mmproj_is_refused(bundle, tmp_path):
         load_runtime(f"native:{bundle}?vision=fp32")
 
 
+def test_manifest_edits_the_mmproj_disagrees_with_are_refused(bundle, tmp_path):
+    """The mmproj is the only file that knows the normalisation; its metadata is checked at load."""
+    from export.bundle import sha256_file
+
+    copy = Path(shutil.copytree(bundle, tmp_path / "copy"))
+    data = json.loads((copy / MANIFEST_FILE).read_text())
+    data["image"]["mean"] = [0.485, 0.456, 0.406]
+    (copy / MANIFEST_FILE).write_text(json.dumps(data))
+    with pytest.raises(BundleError, match=r"mmproj-f16\.gguf says image mean \[0\.5, 0\.5, 0\.5\]"):
+        load_manifest(copy)
+    data = json.loads((bundle / MANIFEST_FILE).read_text())
+    rel = data["mmproj"]["f16"]["file"]
+    reader = gguf.GGUFReader(str(copy / rel), "r+")
+    field = reader.fields[gguf.Keys.ClipVision.IMAGE_SIZE]
+    field.parts[field.data[0]][0] = 96  # the file and its hash edited together
+    reader.data.flush()
+    del reader
+    data["files"][rel]["sha256"] = sha256_file(copy / rel)
+    (copy / MANIFEST_FILE).write_text(json.dumps(data))
+    with pytest.raises(BundleError, match=r"mmproj-f16\.gguf says image size 96, manifest\.json says 64"):
+        load_manifest(copy)
+
+
 def test_cli_export_info_and_chat(tiny_checkpoint, bundle, images, tmp_path, capsys):
     out = tmp_path / "cli-bundle"
     args = ["export", str(tiny_checkpoint), "--out", str(out), "--gguf", "f16", "--onnx", "none"]

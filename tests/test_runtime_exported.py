@@ -124,3 +124,47 @@ def test_exported_runtime_process_never_imports_torch():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]", done.stdout + done.stderr
+
+
+@pytest.fixture(scope="module")
+def plain_bundle(tiny_checkpoint, tmp_path_factory):
+    """fp32 vision + f32 LM, unvalidated: enough to load, quick to make."""
+    from export.bundle import export_bundle
+
+    out = tmp_path_factory.mktemp("plain") / "bundle"
+    export_bundle(tiny_checkpoint, out, gguf=["f32"], onnx=["fp32"], validate=False)
+    return out
+
+
+def test_edited_image_size_is_one_line_not_a_traceback(plain_bundle, images, tmp_path):
+    bad = tmp_path / "edited"
+    shutil.copytree(plain_bundle, bad)
+    manifest = json.loads((bad / "manifest.json").read_text())
+    manifest["image"]["size"] = manifest["model"]["image_size"] = 128
+    (bad / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(
+        BundleError, match=r"vision_encoder\.onnx says image size 64, manifest\.json says 128"
+    ):
+        load_runtime(bad)
+    with pytest.raises(
+        BundleError, match=r"vision_encoder\.onnx says image size 64, manifest\.json says 128"
+    ):
+        load_runtime(bad, verify=False)  # the graph the runtime opens is checked without hashing
+    chat = subprocess.run(
+        [sys.executable, "-m", "impvlm.cli", "chat", str(bad), "--image", str(images[0]), "What?"],
+        capture_output=True,
+        text=True,
+    )
+    assert chat.returncode == 2 and "Traceback" not in chat.stderr
+    assert chat.stderr.strip().startswith("imp chat: error:") and "\n" not in chat.stderr.strip()
+
+
+def test_loading_a_bundle_checks_it_without_torch(plain_bundle):
+    """The manifest checks (ONNX graph shapes, GGUF metadata, tokenizer) stay on the deployment path."""
+    code = (
+        "import sys; from export.bundle import load_manifest; "
+        f"m = load_manifest({str(plain_bundle)!r}); "
+        "print(sorted(m for m in ('torch', 'transformers', 'onnx') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]", done.stdout + done.stderr

@@ -1,12 +1,13 @@
 """TorchRuntime: the shared generate() protocol on PyTorch."""
 
+import numpy as np
 import pytest
 import torch
 
 from impvlm.checkpoint import load_model
 from impvlm.errors import DataError, ImageError
 from impvlm.templates import Turn
-from runtimes.base import PromptTooLongError
+from runtimes.base import PromptTooLongError, Runtime
 from runtimes.loader import load_runtime
 from runtimes.sampling import SamplingConfig
 
@@ -112,3 +113,86 @@ def test_chat_cli_one_shot_and_interactive(tiny_checkpoint, images):
     assert chat.returncode == 0, chat.stderr
     bad = subprocess.run([*cmd[:-1], "missing.png", "What?"], capture_output=True, text=True)
     assert bad.returncode == 2 and "image not found: missing.png" in bad.stderr
+
+
+class Bigram(Runtime):
+    """A stand-in model that writes ``script`` after any prompt (its next token depends only on how
+    much of the script the sequence already ends with). Everything else is real: the shared
+    generation loop, and the tokenizer, template and stop tokens of ``like``."""
+
+    name = "bigram"
+
+    def __init__(self, like: Runtime, script: list[int]) -> None:
+        super().__init__()
+        for attr in ("template", "tokenizer", "image_processor", "num_image_tokens", "context_length"):
+            setattr(self, attr, getattr(like, attr))
+        self.stop_ids, self.special_ids = like.stop_ids, like.special_ids
+        self.script, self.seen = script, []
+        self.vocab = like.tokenizer.get_vocab_size()
+
+    def _encode_pixels(self, pixels):
+        return np.zeros((len(pixels), self.num_image_tokens, 4), np.float32)
+
+    def _truncate(self, n):
+        self.seen = self.seen[:n]
+
+    def _eval_embeddings(self, embeddings):
+        return self._eval_tokens([-1] * len(embeddings))
+
+    def _eval_tokens(self, ids):
+        self.seen += ids
+        done = max(k for k in range(len(self.script) + 1) if k == 0 or self.seen[-k:] == self.script[:k])
+        logits = np.zeros(self.vocab, np.float32)
+        logits[self.script[done] if done < len(self.script) else min(self.stop_ids)] = 1.0
+        return logits
+
+
+def streamed_and_returned(runtime: Runtime, **kw) -> tuple[str, str]:
+    chunks = list(runtime.stream(None, "Say it.", **kw))
+    return "".join(chunks), runtime.generate(None, "Say it.", **kw).text
+
+
+def test_streamed_and_returned_answers_follow_one_rule(runtime):
+    script = runtime.tokenize(" It is é")
+    tail = runtime.tokenize("é")
+    assert len(tail) >= 2  # the byte-level vocabulary splits é (2 bytes) into byte tokens
+    model = Bigram(runtime, script)
+    # stopped between the bytes of é: both drop the unfinished character (the answer kept U+FFFD)
+    streamed, returned = streamed_and_returned(model, max_new_tokens=len(script) - 1)
+    assert returned == streamed == "It is"
+    streamed, returned = streamed_and_returned(model, max_new_tokens=len(script) + 2)
+    assert returned == streamed == "It is é"
+    # a stop string split over tokens and trailing whitespace: what streams is what is returned
+    model = Bigram(runtime, runtime.tokenize(" red. \n#") + runtime.tokenize("## more"))
+    streamed, returned = streamed_and_returned(model, max_new_tokens=20, stop=["###"])
+    assert returned == streamed == "red."
+    model = Bigram(runtime, runtime.tokenize(" red circle \n\n"))
+    streamed, returned = streamed_and_returned(model, max_new_tokens=20)
+    assert returned == streamed == "red circle"
+
+
+def test_chat_refuses_bad_settings_and_huge_images_in_one_line(tiny_checkpoint, images, bomb_png, capsys):
+    from impvlm.cli import main
+
+    base = ["chat", str(tiny_checkpoint), "--max-new-tokens", "2"]
+    refused = {
+        "an image of 400 megapixels": (
+            [*base, "--image", str(bomb_png), "What?"],
+            "bomb.png is too large to decode",
+        ),
+        "a lowered pixel limit": (
+            [*base, "--image", str(images[0]), "--max-image-pixels", "100", "What?"],
+            "more than the limit of 100",
+        ),
+        "temperature above 2": ([*base, "--temperature", "5", "What?"], "temperature 5.0 is out of range"),
+        "top-p of 0": ([*base, "--temperature", "1", "--top-p", "0", "What?"], "top_p 0.0 is out of range"),
+        "an empty question": ([*base, "  "], "the question is empty"),
+    }
+    for case, (argv, message) in refused.items():
+        assert main(argv) == 2, case
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err, (case, err)
+    for threads in ("0", "-1"):
+        with pytest.raises(SystemExit) as exit_info:
+            main([*base, "--threads", threads, "What?"])
+        assert exit_info.value.code == 2 and "--threads" in capsys.readouterr().err

@@ -341,6 +341,9 @@ BAD_REQUESTS = {
         "invalid_messages",
     ),
     "n > 1": ({"messages": [user("hi")], "n": 2}, 400, "invalid_value"),
+    "temperature above 2": ({"messages": [user("hi")], "temperature": 2.5}, 400, "invalid_value"),
+    "top_p of 0": ({"messages": [user("hi")], "top_p": 0}, 400, "invalid_value"),
+    "deeply nested JSON": (b'{"messages": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", 400, "invalid_json"),
     "negative max_tokens": ({"messages": [user("hi")], "max_tokens": -1}, 400, "invalid_value"),
     "too many stops": ({"messages": [user("hi")], "stop": ["a", "b", "c", "d", "e"]}, 400, "invalid_value"),
     "body too large": (b'{"messages": "' + b"x" * 2_100_000 + b'"}', 413, "request_too_large"),
@@ -362,6 +365,16 @@ def test_bad_requests_get_4xx_and_leave_the_server_healthy(client, case):
         assert r.status_code == status, (case, r.text)
         error = r.json()["error"]
         assert error["code"] == code and error["message"] and error["type"]
+    assert_healthy(client)
+
+
+def test_a_decompression_bomb_is_refused_as_too_large(client, bomb_png):
+    """400 megapixels in a 49 kB PNG: refused by the shared image guard before any decoding."""
+    body = {"messages": [user(image_part(data_url(bomb_png.read_bytes())), "What?")]}
+    r = client.post("/v1/chat/completions", json=body)
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["code"] == "image_too_large" and "400000000 pixels" in error["message"]
     assert_healthy(client)
 
 
@@ -445,6 +458,33 @@ def test_imp_serve_command(bundle, image_root, tmp_path):
         stop(proc)
     assert proc.returncode in (0, -signal.SIGTERM), log.read_text(errors="replace")
     assert "serving {'runtime': 'exported'" in log.read_text(errors="replace")
+
+
+def test_imp_serve_checks_the_port_before_loading_the_model(bundle, capsys):
+    from impvlm.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["serve", str(bundle), "--port", "70000"])
+    assert exit_info.value.code == 2 and "--port: 70000 is not a port number" in capsys.readouterr().err
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        assert main(["serve", str(bundle), "--port", str(taken.getsockname()[1])]) == 2
+    out = capsys.readouterr()  # refused before the model loaded (it prints "serving" once loaded)
+    assert "address already in use" in out.err.lower() and "serving" not in out.out
+    assert len(out.err.strip().splitlines()) == 1
+    for threads in ("0", "-2"):
+        with pytest.raises(SystemExit):
+            main(["serve", str(bundle), "--threads", threads])
+        assert "--threads" in capsys.readouterr().err
+
+
+def test_chat_on_a_bundle_refuses_a_decompression_bomb(bundle, bomb_png, capsys):
+    from impvlm.cli import main
+
+    assert main(["chat", str(bundle), "--threads", "1", "--image", str(bomb_png), "What?"]) == 2
+    err = capsys.readouterr().err
+    assert "bomb.png is too large to decode" in err and "Traceback" not in err
 
 
 def test_imp_serve_refuses_a_bad_setup(bundle, tmp_path, capsys):

@@ -329,3 +329,19 @@ def test_synth_command_writes_dataset_and_tokenizer(
     assert synth.run(args) == 0
     assert (tmp_path / "tokenizer" / "tokenizer.json").is_file() and (tmp_path / "world.json").is_file()
     assert "tokenizer:" in capsys.readouterr().out
+
+
+def test_synth_out_under_a_regular_file_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from impvlm.cli import main
+
+    (tmp_path / "file").write_text("not a folder")
+    for out in (tmp_path / "file", tmp_path / "file" / "world"):
+        assert (
+            main(["synth", "--out", str(out), "--train-images", "2", "--eval-images", "1", "--no-progress"])
+            == 2
+        )
+        err = capsys.readouterr().err
+        assert f"--out {out}:" in err and len(err.strip().splitlines()) == 1
+    assert (tmp_path / "file").read_text() == "not a folder"

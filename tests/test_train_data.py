@@ -130,6 +130,24 @@ def test_bad_image_is_named_or_skipped(tokenizer, folder, image):
     assert sample.record_id == "img-tag-last" and sample.skipped == ["record #0 (id 'bad')"]
 
 
+def test_images_above_the_pixel_limit_are_named_or_skipped(tokenizer, folder, bomb_png):
+    recs = [{**records()[2], "id": "bomb", "image": str(bomb_png)}, *records()]
+    with pytest.raises(DataError, match=r"id 'bomb'.*bomb.png is too large to decode"):
+        make(tokenizer, folder, recs)[0]  # was a DecompressionBombError traceback
+    assert make(tokenizer, folder, recs, on_error="skip")[0].skipped == ["record #0 (id 'bomb')"]
+    small_limit = ConversationDataset(
+        records(),
+        folder,
+        tokenizer,
+        get_template("phi2"),
+        ImageProcessor(64, max_pixels=1000),
+        N_IMAGE_TOKENS,
+        256,
+    )
+    with pytest.raises(DataError, match=r"0.png is 40x30 = 1,200 pixels, more than the limit of 1,000"):
+        small_limit[0]
+
+
 def boundary_tokenizer():
     """A BPE without pre-tokenizer whose token ``ASSISTANT: red`` straddles the context/answer boundary."""
     from tokenizers import Tokenizer, models, trainers

@@ -156,3 +156,39 @@ def test_shipped_deepspeed_configs(name, stage, offload):
         assert zero["stage3_gather_16bit_weights_on_model_save"] is True
     with pytest.raises(ConfigError, match="not found"):
         deepspeed_config("missing.json")
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.max_steps=0", "max_steps must be at least 1"),  # trained one step and said finished
+        ("train.max_steps=-5", "max_steps must be at least 1"),  # trained a whole epoch
+        ("train.num_threads=-2", "num_threads must be a positive number"),  # a torch traceback
+        ("train.num_threads=0", "num_threads must be a positive number"),
+        ("data.max_image_pixels=0", "max_image_pixels must be a positive number"),
+    ],
+)
+def test_out_of_range_values_are_refused_up_front(override, message, capsys):
+    with pytest.raises(ConfigError, match=message):
+        load_recipe("tiny-lora", [override])
+    assert main(["train", "--recipe", "tiny-lora", override, "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_max_image_pixels_is_a_recipe_key_and_a_train_option(capsys):
+    assert load_recipe("tiny-lora").data.max_image_pixels == 64_000_000
+    argv = [
+        "train",
+        "--recipe",
+        "tiny-warmup",
+        "--recipe",
+        "tiny-lora",
+        "--max-image-pixels",
+        "1000",
+        "--dry-run",
+    ]
+    assert main(argv) == 0
+    assert capsys.readouterr().out.count('"max_image_pixels": 1000') == 2
+    assert main(["train", "--recipe", "tiny-lora", "--resume", "--overwrite"]) == 2
+    assert "give one" in capsys.readouterr().err

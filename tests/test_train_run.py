@@ -4,6 +4,7 @@ upstream stage outputs, the custom stage and the CLI (real Trainer, real files, 
 from __future__ import annotations
 
 import json
+import pickle
 import shutil
 from pathlib import Path
 
@@ -154,17 +155,82 @@ def test_resume_after_a_crash_repeats_the_uninterrupted_losses(chain: Path, tmp_
     assert (work / "checkpoint-4" / COMMIT_MARKER).is_file()
     half_written = work / "checkpoint-6"
     half_written.mkdir()  # a kill during a save leaves a folder without the commit marker
+    with (work.parent / "loss.jsonl").open("a") as log:
+        log.write('{"step": 5, "loss": 1.2')  # and a kill while logging, a torn last line
     resumed = run_training("tiny-lora", tmp_path / "b", overrides, resume=True)
     assert not half_written.exists()
     got = [r["loss"] for r in read_loss_log(resumed / "loss.jsonl")]
     assert [r["step"] for r in read_loss_log(resumed / "loss.jsonl")] == [1, 2, 3, 4, 5, 6]
     assert got == pytest.approx(expected, rel=1e-6, abs=1e-7)
     assert json.loads((resumed / "stage.json").read_text())["resumed_from"].endswith("checkpoint-4")
+    # the whole run's mean loss, as the uninterrupted run reports it (not the resumed part's)
+    train_loss = [json.loads((d / "stage.json").read_text())["train_loss"] for d in (straight, resumed)]
+    assert train_loss[1] == pytest.approx(train_loss[0], rel=1e-6) == sum(expected) / len(expected)
     a, b = load_start_model(straight)[0].state_dict(), load_start_model(resumed)[0].state_dict()
     for key in a:
         torch.testing.assert_close(a[key], b[key], atol=1e-6, rtol=1e-5)
     # a finished stage is not trained again
     assert run_training("tiny-lora", tmp_path / "b", overrides, resume=True) == resumed
+
+
+def test_saved_work_is_continued_discarded_or_refused_never_deleted(chain: Path, tmp_path: Path, capsys):
+    overrides = {
+        **FAST,
+        "data.root": str(_eval_json(chain).parent),
+        "model.after": None,
+        "model.base": str(chain / "tiny-pretrain"),
+        "train.max_steps": 3,
+        "train.save_steps": 2,
+    }
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        run_training("tiny-lora", out, overrides, callbacks=[CrashAt(3)])
+    checkpoint = out / "tiny-lora.work" / "checkpoints" / "checkpoint-2"
+    assert (checkpoint / COMMIT_MARKER).is_file()
+    # without --resume the committed checkpoint was deleted silently: now refused, naming both options
+    argv = [
+        "train",
+        "--recipe",
+        "tiny-lora",
+        "--out",
+        str(out),
+        *(f"{k}={json.dumps(v)}" for k, v in overrides.items()),
+    ]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "checkpoint-2" in err and "--resume" in err and "--overwrite" in err and "Traceback" not in err
+    assert (checkpoint / COMMIT_MARKER).is_file()
+    # a damaged line in the middle of loss.jsonl is refused by name, and the file is left as it was
+    log = out / "tiny-lora.work" / "loss.jsonl"
+    good = log.read_text()
+    log.write_text("not json\n" + good)
+    with pytest.raises(DataError, match=r"loss.jsonl: line 1 is not a valid record"):
+        run_training("tiny-lora", out, overrides, resume=True)
+    assert log.read_text() == "not json\n" + good
+    log.write_text(good)
+    # a random-state file that is not a plain tensor file: one line naming it, not an unpickling traceback
+    rng = checkpoint / "rng_state.pth"
+    saved = rng.read_bytes()
+    rng.write_bytes(pickle.dumps(Path("not/a/tensor")))
+    with pytest.raises(CheckpointError, match=r"checkpoint-2: its random-state file \(rng_state\*.pth\)"):
+        run_training("tiny-lora", out, overrides, resume=True)
+    rng.write_bytes(saved)
+    finished = run_training("tiny-lora", out, overrides, resume=True)
+    assert json.loads((finished / "stage.json").read_text())["steps"] == 3
+    # a finished stage is kept by --resume, refused without it, trained again with --overwrite
+    with pytest.raises(ConfigError, match="already finished.*--resume keeps it, --overwrite trains it again"):
+        run_training("tiny-lora", out, overrides)
+    again = run_training("tiny-lora", out, overrides, overwrite=True)
+    assert json.loads((again / "stage.json").read_text())["resumed_from"] is None
+
+
+def test_out_under_a_regular_file_is_one_line(world: Path, tmp_path: Path, capsys):
+    (tmp_path / "file").write_text("not a folder")
+    for out in (tmp_path / "file", tmp_path / "file" / "run"):
+        assert main(["train", "--recipe", "tiny-warmup", "--out", str(out), f"data.root={world}"]) == 2
+        err = capsys.readouterr().err
+        assert f"--out {out}:" in err and len(err.strip().splitlines()) == 1
+    assert (tmp_path / "file").read_text() == "not a folder"
 
 
 def test_custom_stage_from_merged_or_unmerged_checkpoint(chain: Path, tmp_path: Path):

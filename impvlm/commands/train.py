@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import argparse
 
+from impvlm.arguments import add_max_image_pixels
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -50,6 +52,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="continue each stage from its last committed checkpoint (finished stages are skipped)",
     )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="discard the checkpoints and finished outputs these stages already have in --out and start over "
+        "(without --resume or --overwrite, such saved work is refused, never deleted)",
+    )
+    add_max_image_pixels(parser, default=None)
     parser.add_argument(
         "--merge",
         metavar="DIR",
@@ -90,8 +99,11 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("give at least one --recipe (see imp train --list)")
     if args.eval and not args.merge:
         raise ConfigError("--eval scores the merged model: add --merge DIR")
+    if args.resume and args.overwrite:
+        raise ConfigError("--resume continues the saved stages and --overwrite discards them: give one")
+    shared = [f"data.max_image_pixels={args.max_image_pixels}"] if args.max_image_pixels else []
     recipes = [
-        load_recipe(name, overrides)
+        load_recipe(name, [*overrides, *shared])
         for name, overrides in split_overrides(args.recipe, args.overrides).items()
     ]
     if args.dry_run:
@@ -108,13 +120,14 @@ def run(args: argparse.Namespace) -> int:
             print(json.dumps(recipe.to_dict(), indent=1))
         return 0
 
+    from impvlm.files import prepare_out_dir
     from impvlm.train import merge_checkpoint, run_training
 
-    out = Path(args.out)
+    out = prepare_out_dir(args.out)
     started = time.perf_counter()
     stage_dir = out
     for recipe in recipes:
-        stage_dir = run_training(recipe, out, resume=args.resume)
+        stage_dir = run_training(recipe, out, resume=args.resume, overwrite=args.overwrite)
         print(f"{recipe.name}: {stage_dir} ({time.perf_counter() - started:.0f}s so far)")
     if args.merge:
         merged = merge_checkpoint(stage_dir, args.merge)

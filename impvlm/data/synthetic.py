@@ -47,6 +47,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from impvlm.errors import ConfigError
+from impvlm.files import prepare_out_dir
 
 log = logging.getLogger(__name__)
 
@@ -644,9 +645,9 @@ def generate_dataset(
         raise ConfigError(
             f"need at least 1 training image and >= 0 eval images, got {n_images_train}/{n_images_eval}"
         )
-    root = Path(out_dir)
+    root = prepare_out_dir(out_dir)
     images = root / "images"
-    images.mkdir(parents=True, exist_ok=True)
+    images.mkdir(exist_ok=True)
     train_rng, eval_rng, text_rng = (
         np.random.default_rng(s) for s in np.random.SeedSequence(cfg.seed).spawn(3)
     )

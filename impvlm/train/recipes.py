@@ -22,6 +22,7 @@ from typing import Any, Literal
 import yaml
 
 from impvlm.errors import ConfigError
+from impvlm.image_processing import DEFAULT_MAX_IMAGE_PIXELS
 from impvlm.train.stages import LoraSpec, get_stage_kind
 
 Precision = Literal["auto", "fp32", "fp16", "bf16"]
@@ -71,6 +72,7 @@ class DataSpec:
     group_by_modality_length: bool = False
     num_workers: int = 0
     limit: int | None = None  # use only the first N records (smoke tests)
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS  # larger images are refused (or skipped) undecoded
 
     @property
     def paths(self) -> list[str]:
@@ -159,8 +161,16 @@ class Recipe:
             raise ConfigError(f"recipe {self.name}: need 1 <= per_device_batch_size <= global_batch_size")
         if t.max_steps is None and not t.epochs > 0:
             raise ConfigError(f"recipe {self.name}: epochs must be > 0 (or set max_steps)")
-        if (isinstance(t.num_threads, str) and t.num_threads != "auto") or t.num_threads == 0:
-            raise ConfigError(f"recipe {self.name}: num_threads must be a positive number, auto or null")
+        if t.max_steps is not None and (not _is_int(t.max_steps) or t.max_steps < 1):
+            raise ConfigError(
+                f"recipe {self.name}: train.max_steps must be at least 1 (or null: train epochs)"
+            )
+        if t.num_threads not in ("auto", None) and (not _is_int(t.num_threads) or t.num_threads < 1):
+            raise ConfigError(
+                f"recipe {self.name}: train.num_threads must be a positive number, auto or null"
+            )
+        if not _is_int(self.data.max_image_pixels) or self.data.max_image_pixels < 1:
+            raise ConfigError(f"recipe {self.name}: data.max_image_pixels must be a positive number")
         if t.scheduler not in ("cosine", "linear", "constant_with_warmup"):
             raise ConfigError(f"recipe {self.name}: scheduler must be cosine, linear or constant_with_warmup")
         if self.data.on_error not in ("raise", "skip"):
@@ -321,6 +331,10 @@ def interpolate(raw: dict[str, Any]) -> dict[str, Any]:
         else:
             out[name] = _REFERENCE.sub(lookup, value) if isinstance(value, str) else value
     return out
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 _SECTIONS: dict[str, type] = {"model": ModelSpec, "data": DataSpec, "lora": LoraSpec, "train": TrainSpec}

@@ -9,6 +9,8 @@ Folders (``out_dir`` is a run folder shared by the stages of a chain)::
                                tokenizer), plus recipe.yaml, run.json, loss.jsonl and stage.json (last)
 
 ``resume=True`` continues from the last committed checkpoint; a finished stage is not trained again.
+Without it, a stage that has committed checkpoints or has finished is refused rather than deleted;
+``overwrite=True`` discards them and trains the stage from the beginning.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,7 @@ import torch
 
 from impvlm.checkpoint import committed_folder, save_checkpoint
 from impvlm.errors import ConfigError
+from impvlm.files import prepare_out_dir
 from impvlm.image_processing import ImageProcessor
 from impvlm.templates import get_template
 from impvlm.train.atomic import write_json_atomic, write_yaml_atomic
@@ -43,6 +46,7 @@ from impvlm.train.trainer import (
     committed_checkpoints,
     drop_uncommitted,
     gathered,
+    mean_loss,
     pick_num_threads,
     read_loss_log,
     resolve_attention,
@@ -62,6 +66,7 @@ def run_training(
     overrides: dict[str, Any] | list[str] | None = None,
     resume: bool = False,
     callbacks: list[Any] | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Train one stage and return its output folder, ``out_dir/<recipe name>``.
 
@@ -71,8 +76,11 @@ def run_training(
         overrides: ``{"train.lr": 1e-4}`` or ``["train.lr=1e-4"]``.
         resume: continue from the last committed checkpoint (a finished stage is returned as is).
         callbacks: extra ``transformers.TrainerCallback`` objects.
+        overwrite: discard the stage's checkpoints and finished output, if any, and start over.
     """
-    run = StageRun(load_recipe(recipe, overrides), Path(out_dir), resume)
+    if resume and overwrite:
+        raise ConfigError("resume continues a stage and overwrite discards it: give one of them")
+    run = StageRun(load_recipe(recipe, overrides), Path(out_dir), resume, overwrite)
     if run.finished():
         log.info("stage %s is already finished in %s", run.recipe.name, run.stage_dir)
         return run.stage_dir
@@ -84,10 +92,11 @@ def run_training(
 class StageRun:
     """Holds one stage's state between :meth:`setup`, :meth:`build` and :meth:`fit`."""
 
-    def __init__(self, recipe: Recipe, out_dir: Path, resume: bool = False) -> None:
+    def __init__(self, recipe: Recipe, out_dir: Path, resume: bool = False, overwrite: bool = False) -> None:
         self.recipe = recipe
         self.out_dir = out_dir
         self.resume = resume
+        self.overwrite = overwrite
         self.stage_dir = out_dir / recipe.name
         self.work_dir = out_dir / f"{recipe.name}.work"
         self.checkpoints = self.work_dir / "checkpoints"
@@ -105,6 +114,8 @@ class StageRun:
 
         t = self.recipe.train
         check_device(self.recipe, self.device)
+        prepare_out_dir(self.out_dir)
+        self._check_previous_run()
         if not self.device.cuda:
             torch.set_num_threads(pick_num_threads(t.num_threads))
             log.info("torch uses %d CPU thread(s)", torch.get_num_threads())
@@ -128,8 +139,10 @@ class StageRun:
             if self.resume_from is None:
                 log.info("--resume: no checkpoint of %s yet, starting from the beginning", self.recipe.name)
         if main:
+            if self.overwrite and self.stage_dir.exists():
+                shutil.rmtree(self.stage_dir)
             if self.resume_from is None and self.work_dir.exists():
-                shutil.rmtree(self.work_dir)
+                shutil.rmtree(self.work_dir)  # no committed checkpoint in it (else refused above)
             self.work_dir.mkdir(parents=True, exist_ok=True)
             if self.resume_from is not None:
                 truncate_loss_log(self.work_dir / LOSS_LOG, int(self.resume_from.name.split("-")[1]))
@@ -139,6 +152,28 @@ class StageRun:
                 self.work_dir / "run.json", run_metadata(self.recipe, self.device, self.accumulation)
             )
         _barrier()
+
+    def _check_previous_run(self) -> None:
+        """Saved work of this stage in the run folder is continued (resume), discarded on request
+        (overwrite), or refused with the two options named: never deleted silently."""
+        if self.overwrite:
+            return
+        found = committed_checkpoints(self.checkpoints)
+        if found and not self.resume:
+            raise ConfigError(
+                f"{self.checkpoints} holds committed checkpoints of {self.recipe.name} (last: {found[-1].name}): "
+                "continue them with --resume, or discard them with --overwrite"
+            )
+        if (self.stage_dir / STAGE_FILE).is_file() and not self.resume:
+            raise ConfigError(
+                f"stage {self.recipe.name} has already finished in {self.stage_dir}: --resume keeps it, "
+                "--overwrite trains it again"
+            )
+        if self.stage_dir.exists() and not found and not (self.stage_dir / STAGE_FILE).is_file():
+            raise ConfigError(
+                f"{self.stage_dir} exists and is not a finished stage of {self.recipe.name}: move it away "
+                "or pass --overwrite"
+            )
 
     # ------------------------------------------------------------------ build
     def build(self, callbacks: list[Any]) -> None:
@@ -245,7 +280,7 @@ class StageRun:
             self.stage.image_root,
             tokenizer,
             get_template(self.stage.template),
-            ImageProcessor.from_config(config),
+            replace(ImageProcessor.from_config(config), max_pixels=data.max_image_pixels),
             config.num_image_tokens,
             max_length,
             on_error=data.on_error,
@@ -319,7 +354,7 @@ class StageRun:
                 "image_errors_skipped": {"count": len(report["skipped"]), "ids": report["skipped"][:1000]},
             },
             "steps": result.global_step,
-            "train_loss": result.training_loss,
+            "train_loss": _train_loss(losses, result, resumed=self.resume_from is not None),
             "final_loss": losses[-1]["loss"] if losses else None,
             "seconds": round(seconds, 2),
             "resumed_from": str(self.resume_from) if self.resume_from else None,
@@ -331,6 +366,15 @@ class StageRun:
             )  # fmt: skip
         write_json_atomic(self.stage_dir / STAGE_FILE, info)
         log.info("stage %s done in %.1fs -> %s", self.recipe.name, seconds, self.stage_dir)
+
+
+def _train_loss(losses: list[dict[str, Any]], result: Any, resumed: bool) -> float | None:
+    """The whole run's mean loss, across resumes, from the loss log. (The Trainer's own figure only
+    covers the steps of the last process, divided by every step.) Nothing logged: the Trainer's
+    figure when it saw the whole run."""
+    if losses:
+        return mean_loss(losses)
+    return None if resumed else result.training_loss
 
 
 def _relative(path: Path, start: Path) -> str:

@@ -22,7 +22,8 @@ import torch
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-from impvlm.errors import ConfigError
+from impvlm.errors import CheckpointError, ConfigError, ImpError
+from impvlm.files import read_jsonl
 from impvlm.templates import IGNORE_INDEX
 from impvlm.train.atomic import write_json_atomic
 from impvlm.train.data import BatchReport, ModalityLengthGroupedSampler
@@ -252,6 +253,19 @@ class ImpTrainer(Trainer):
         if not self._deferring_rotation:
             super()._rotate_checkpoints(use_mtime=False, output_dir=output_dir)
 
+    def _load_rng_state(self, checkpoint: str | None) -> None:
+        """transformers' restore of the saved random states, with a damaged or foreign file
+        (``rng_state*.pth`` that is not the plain tensor file a checkpoint holds) named in one line."""
+        try:
+            super()._load_rng_state(checkpoint)
+        except ImpError:
+            raise
+        except Exception as exc:  # whatever the file holds, it is the file's fault
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise CheckpointError(
+                f"{checkpoint}: its random-state file (rng_state*.pth) cannot be restored: {first}"
+            ) from None
+
 
 class LossProgress(ProgressCallback):
     """transformers' progress bar, with the last logged loss and lr as its postfix."""
@@ -319,9 +333,14 @@ def drop_uncommitted(folder: Path) -> list[Path]:
 
 
 def read_loss_log(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    """The rows of ``loss.jsonl``; a torn last line (a kill while appending) is dropped, a bad line
+    elsewhere is a :class:`DataError` naming it."""
+    return read_jsonl(path, valid=_is_loss_row)
+
+
+def _is_loss_row(row: dict[str, Any]) -> bool:
+    step, loss = row.get("step"), row.get("loss")
+    return isinstance(step, int) and isinstance(loss, int | float) and not isinstance(step, bool)
 
 
 def truncate_loss_log(path: Path, last_step: int) -> None:
@@ -330,6 +349,17 @@ def truncate_loss_log(path: Path, last_step: int) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     os.replace(tmp, path)
+
+
+def mean_loss(rows: list[dict[str, Any]]) -> float | None:
+    """The run's mean training loss from its loss log: each logged loss (itself the mean since the
+    previous log) weighted by the steps it covers. A resumed run reads the rows of before and after
+    the resume, so it reports what the uninterrupted run reports."""
+    total, steps, previous = 0.0, 0, 0
+    for row in sorted(rows, key=lambda r: r["step"]):
+        covered = row["step"] - previous
+        total, steps, previous = total + row["loss"] * covered, steps + covered, row["step"]
+    return total / steps if steps else None
 
 
 @contextmanager
