@@ -34,6 +34,7 @@ def describe_checkpoint(
     from impvlm.checkpoint import read_checkpoint
     from impvlm.modeling import ImpForCausalLM
     from impvlm.templates import get_template
+    from impvlm.tokenizer import single_token_id
     from impvlm.upstream import Parts
 
     reading = read_checkpoint(path, Parts.of(language_model, vision_tower))
@@ -42,6 +43,9 @@ def describe_checkpoint(
         model = ImpForCausalLM(config)
     counts = _parameter_counts(model)
     template = get_template(config.template)
+    stop_id = tokens.stop_token_id
+    if stop_id is None and tokens.tokenizer_dir is not None:
+        stop_id = single_token_id(reading.tokenizer(), template.stop_str)
     files = reading.weight_files
     lines = [
         f"checkpoint {reading.folder}",
@@ -49,8 +53,8 @@ def describe_checkpoint(
         + (f" ({reading.variant})" if reading.variant else ""),
         f"template   {template.name}: {tokens.template_reason}",
         f"           prompt {template.question_prompt('{question}')!r}",
-        f"tokens     {tokens.image_note}; stop {template.stop_str!r} = {config.eos_token_id}, "
-        f"pad {config.pad_token_id}; tokenizer {tokens.tokenizer_dir or 'none found'}",
+        f"tokens     {tokens.image_note}; stop {template.stop_str!r} = {stop_id}, "
+        f"eos {config.eos_token_id}, pad {config.pad_token_id}; tokenizer {tokens.tokenizer_dir or 'none found'}",
         f"tower      {_tower(config)}",
         f"LM         Phi: hidden {config.hidden_size}, {config.num_hidden_layers} layers, "
         f"{config.num_attention_heads} heads, ffn {config.intermediate_size}, rotary "

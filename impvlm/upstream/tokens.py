@@ -34,6 +34,7 @@ class TokenPlan:
     tokenizer_dir: Path | None
     added_tokens: tuple[str, ...] = ()  # tokens added the way upstream's training code adds them
     notes: tuple[str, ...] = field(default_factory=tuple)
+    stop_token_id: int | None = None  # the template's stop string as a token (None: no tokenizer)
 
     @property
     def image_note(self) -> str:
@@ -92,7 +93,11 @@ def plan_tokens(
     notes = []
     if added:
         notes.append(f"added {', '.join(added)} to the tokenizer as the training code does")
-    if config_eos is not None and config_eos != stop_id:
+    # eos is the stop token when that is a special one (</s>, <|endoftext|>); a plain word such as the
+    # plain template's "\n" stays a stop string beside the model's own eos
+    special = stop_id in set(tok.added_tokens_decoder) | set(tok.all_special_ids)
+    eos = stop_id if special or config_eos is None else config_eos
+    if config_eos is not None and eos != config_eos:
         notes.append(
             f"config.json eos_token_id {config_eos} is not where the {template!r} template stops "
             f"({stop!r} = {stop_id}): stopping at {stop_id}"
@@ -100,7 +105,8 @@ def plan_tokens(
     pad = _first(raw.get("pad_token_id"))
     if pad is None:
         pad = tok.pad_token_id if tok.pad_token_id is not None else tok.unk_token_id
-    return TokenPlan(template, reason, image_token_id(tok), stop_id, pad, tokenizer_dir, added, tuple(notes))
+    image = image_token_id(tok)
+    return TokenPlan(template, reason, image, eos, pad, tokenizer_dir, added, tuple(notes), stop_id)
 
 
 def _first(value: Any) -> int | None:
