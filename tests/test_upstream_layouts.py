@@ -17,12 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from upstream_configs import ENDOFTEXT, EOS, IMAGE, LM, SIGLIP
 from upstream_layouts import (
-    ENDOFTEXT,
-    EOS,
-    IMAGE,
-    LM,
-    SIGLIP,
     TrainingArguments,
     _Init,
     build_layouts,
