@@ -11,7 +11,8 @@ Layout::
 A runtime picks files by precision name (``manifest["vision"]["fp32"]["file"]``,
 ``manifest["lm"]["q4_k_m"]["file"]``), builds its prompt from ``manifest["template"]``, preprocesses
 images with ``ImageProcessor.from_config(manifest["image"])`` and splices ``model.image_tokens``
-embeddings at the ``tokens.image`` id. :func:`load_manifest` refuses a bundle whose files changed
+embeddings where the prompt text says ``<image>`` (the ``tokens.image`` id, or null when the
+tokenizer has no such token). :func:`load_manifest` refuses a bundle whose files changed
 since export or disagree with the manifest (:mod:`export.manifest_check`); :func:`verify_bundle_matches`
 one made for another model.
 

@@ -82,7 +82,11 @@ class Reading:
         if self.tokens.tokenizer_dir is None:
             raise CheckpointError(
                 f"{self.folder} has no tokenizer files (tokenizer.json or vocab.json + merges.txt)"
-                + ("" if self.parts.language_model else ": pass --language-model PATH to use its tokenizer")
+                + (
+                    ""
+                    if self.layout.name == "impvlm" or self.parts.language_model
+                    else ": pass --language-model PATH to use its tokenizer"
+                )
             )
         return load_upstream_tokenizer(self.tokens.tokenizer_dir, self.tokens.added_tokens)[0]
 
