@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.base import BenchmarkDataError
-from benchmarks.runner import RESULTS_FILE, RUN_FILE, SAMPLES
+from benchmarks.run_inputs import RESULTS_FILE, RUN_FILE
+from benchmarks.runner import SAMPLES
 from benchmarks.stats import bootstrap_delta_ci, is_binary, mcnemar_exact
 
 # Headlines in other units than percent, converted to percentage points for the thresholds.
