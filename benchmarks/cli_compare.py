@@ -5,7 +5,8 @@
 
 Inputs are run folders of `imp bench` (with results.json), or a checkpoint / bundle / runtime spec,
 which is run on the benchmarks first (into REPORT_DIR/runs/). The first input is the reference.
-Writes report.md, report.json and PNG charts to REPORT_DIR.
+Writes report.md, report.json and PNG charts to REPORT_DIR. A benchmark that the runs did not answer
+on the same questions is reported as not comparable, and accuracy is then not shown to hold (exit 1).
 """
 
 from __future__ import annotations
