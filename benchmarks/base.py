@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib
 import json
 import math
+import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +44,10 @@ class UnknownBenchmarkError(BenchmarkError, ValueError):
 
 class BenchmarkDataError(BenchmarkError, ValueError):
     """A missing or malformed benchmark file, or answers that do not fit the questions."""
+
+
+class BenchmarkOptionError(BenchmarkError, ValueError):
+    """An option out of range (``--limit -1``) or an output folder that cannot be written."""
 
 
 @dataclass(frozen=True)
@@ -222,6 +227,32 @@ def read_jsonl(path: Path, what: str = "file") -> list[dict]:
                 raise BenchmarkDataError(f"line {lineno} of {path} is not a JSON object")
             records.append(record)
     return records
+
+
+def prepare_out_dir(path: Path, option: str = "--out") -> Path:
+    """Create the output folder ``path`` (and its parents) and check that it can be written.
+
+    Fails up front, before any model is loaded, with one line naming ``option`` and the cause:
+    a parent that is a file, a read-only file system, a folder without write permission.
+    """
+    path = Path(path)
+    for parent in [path, *path.parents]:
+        if parent.exists() and not parent.is_dir():
+            where = "is a file" if parent == path else f"is under {parent}, which is a file"
+            raise BenchmarkOptionError(f"{option} {path} {where}, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BenchmarkOptionError(f"{option} {path} cannot be created: {exc.strerror}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise BenchmarkOptionError(f"{option} {path} is not writable (read-only file system or permissions)")
+    return path
+
+
+def os_error_line(exc: OSError) -> str:
+    """One line for a failed file operation: the file and the system's reason."""
+    where = f"{exc.filename}: " if exc.filename else ""
+    return f"{where}{exc.strerror or exc}"
 
 
 def write_json(path: Path, obj: Any, indent: int | None = None) -> Path:

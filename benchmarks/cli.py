@@ -7,7 +7,9 @@
 
 RUNTIME_SPEC is a checkpoint folder (PyTorch), a bundle folder (ONNX Runtime + llama.cpp) or a spec
 such as exported:work/bundle?lm=q4_k_m&vision=int8. DIR is LLaVA's playground/data/eval layout (or
-the synthetic suite from `imp pipeline`). A killed run resumes from its answers files.
+the synthetic suite from `imp pipeline`). A killed run resumes from its answers files. RUN_DIR's
+run.json records what the answers depend on (runtime, questions and images, options); a run with
+other inputs into the same RUN_DIR is refused unless --overwrite discards the old answers.
 """
 
 from __future__ import annotations
@@ -38,16 +40,23 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vision", help="ONNX precision of a bundle (fp32, fp16, int8)")
     parser.add_argument("--threads", type=int, help="CPU threads")
     add_max_image_pixels(parser)
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="discard RUN_DIR's answers when they came from other inputs (default: refuse)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    from benchmarks.base import BenchmarkError
+    from benchmarks.base import BenchmarkError, os_error_line
     from impvlm.errors import ImpError
 
     try:
         return _run(args)
     except BenchmarkError as exc:
         raise ImpError(str(exc)) from None
+    except OSError as exc:
+        raise ImpError(os_error_line(exc)) from None
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -63,6 +72,8 @@ def _run(args: argparse.Namespace) -> int:
         if len(args.target) != 2:
             raise ConfigError(f"usage: imp bench {action} RUN_DIR")
         run_dir = Path(args.target[1])
+        if not run_dir.is_dir():
+            raise ConfigError(f"run folder not found: {run_dir}")
         if action == "merge":
             present = [p.name for p in run_dir.iterdir() if any(p.glob("answers.chunk*"))]
             for name in present:
@@ -74,20 +85,24 @@ def _run(args: argparse.Namespace) -> int:
         raise ConfigError("give one RUNTIME_SPEC")
     if not args.data or not args.out:
         raise ConfigError("--data and --out are required to run benchmarks")
-    from benchmarks.base import benchmark_class
+    from benchmarks.base import benchmark_class, prepare_out_dir
     from runtimes.loader import load_runtime
 
     for name in names:
         benchmark_class(name)
-    runtime = load_runtime(action, lm=args.lm, vision=args.vision, threads=args.threads)
-    runtime.max_image_pixels = args.max_image_pixels
+    if args.threads is not None and args.threads < 1:
+        raise ConfigError(f"--threads must be at least 1, got {args.threads} (leave it out for all cores)")
     options = runner.BenchmarkRunOptions(
         limit=args.limit,
         num_chunks=args.num_chunks,
         chunk_idx=args.chunk_idx,
         max_new_tokens=args.max_new_tokens,
         reuse=not args.no_reuse,
+        overwrite=args.overwrite,
     )
+    prepare_out_dir(Path(args.out))
+    runtime = load_runtime(action, lm=args.lm, vision=args.vision, threads=args.threads)
+    runtime.max_image_pixels = args.max_image_pixels
     results = runner.run_suite(runtime, names, Path(args.data), Path(args.out), options)
     if results is None:
         print(

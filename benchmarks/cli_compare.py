@@ -5,7 +5,8 @@
 
 Inputs are run folders of `imp bench` (with results.json), or a checkpoint / bundle / runtime spec,
 which is run on the benchmarks first (into REPORT_DIR/runs/). The first input is the reference.
-Writes report.md, report.json and PNG charts to REPORT_DIR.
+Writes report.md, report.json and PNG charts to REPORT_DIR. A benchmark that the runs did not answer
+on the same questions is reported as not comparable, and accuracy is then not shown to hold (exit 1).
 """
 
 from __future__ import annotations
@@ -32,26 +33,37 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-drop-quantized", type=float, default=1.0, help="4-6 bit / int8: max drop in points"
     )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="discard REPORT_DIR/runs/ answers that came from other inputs (default: refuse)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    from benchmarks.base import BenchmarkError
+    from benchmarks.base import BenchmarkError, os_error_line
     from impvlm.errors import ImpError
 
     try:
         return _run(args)
     except BenchmarkError as exc:
         raise ImpError(str(exc)) from None
+    except OSError as exc:
+        raise ImpError(os_error_line(exc)) from None
 
 
 def _run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from benchmarks.base import prepare_out_dir
     from benchmarks.compare import Thresholds, compare_runs, verdict_table, write_report
-    from benchmarks.runner import RESULTS_FILE
+    from benchmarks.runner import RESULTS_FILE, BenchmarkRunOptions
     from impvlm.errors import ConfigError
 
-    out = Path(args.out)
+    options = BenchmarkRunOptions(
+        limit=args.limit, max_new_tokens=args.max_new_tokens, overwrite=args.overwrite
+    )
+    out = prepare_out_dir(Path(args.out))
     runs: list[Path] = []
     for spec in args.inputs:
         if (Path(spec) / RESULTS_FILE).exists():
@@ -59,7 +71,7 @@ def _run(args: argparse.Namespace) -> int:
             continue
         if not args.data:
             raise ConfigError(f"{spec} is not a run folder (no {RESULTS_FILE}); pass --data to run it first")
-        runs += run_inputs(spec, args, out / "runs")
+        runs += run_inputs(spec, args, out / "runs", options)
     if len(runs) < 2:
         raise ConfigError("give a reference and at least one candidate")
     thresholds = Thresholds(args.max_drop_lossless, args.min_agreement, args.max_drop_quantized)
@@ -70,16 +82,15 @@ def _run(args: argparse.Namespace) -> int:
     return 0 if report["holds"] else 1
 
 
-def run_inputs(spec, args, runs_dir):
+def run_inputs(spec, args, runs_dir, options):
     """Run one checkpoint (one run) or bundle (one run per lm x vision) on the benchmarks."""
     from pathlib import Path
 
-    from benchmarks.runner import BenchmarkRunOptions, run_suite
+    from benchmarks.runner import run_suite
     from runtimes.loader import load_runtime, parse_spec
 
     kind, _, _ = parse_spec(spec)
     names = [n for n in args.benchmarks.split(",") if n]
-    options = BenchmarkRunOptions(limit=args.limit, max_new_tokens=args.max_new_tokens)
     combos = [(None, None)]
     if kind != "torch":
         combos = [

@@ -39,10 +39,26 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from benchmarks.base import BenchmarkError, os_error_line
+    from impvlm.errors import ImpError
+
+    try:
+        return _run(args)
+    except BenchmarkError as exc:
+        raise ImpError(str(exc)) from None
+    except OSError as exc:
+        raise ImpError(os_error_line(exc)) from None
+
+
+def _run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from benchmarks.base import prepare_out_dir
     from benchmarks.synthetic import suite_summary, write_synthetic_suite
     from impvlm.data.synthetic import read_world
 
     world = read_world(args.world) if args.world else None
+    prepare_out_dir(Path(args.out))
     root = write_synthetic_suite(
         args.out, args.images, seed=args.seed, world=world, progress=not args.no_progress
     )

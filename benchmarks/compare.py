@@ -7,6 +7,10 @@ answer), the score flips with prompts and both answers, a paired bootstrap CI of
 score delta and McNemar's exact test for binary scores, the token-level top-1 agreement and KL
 divergence recorded at export, and a verdict against thresholds. Writes ``report.md``,
 ``report.json`` and PNG charts; the verdict decides the exit status.
+
+Only answers to the same questions pair: a benchmark the candidate did not answer, or answered on
+other questions, prompts, images or answer-length cap than the reference, is reported as not
+comparable (never as a pass), and accuracy is then not shown to hold.
 """
 
 from __future__ import annotations
@@ -17,13 +21,15 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.base import BenchmarkDataError
-from benchmarks.runner import RESULTS_FILE, RUN_FILE, SAMPLES
+from benchmarks.run_inputs import RESULTS_FILE, RUN_FILE
+from benchmarks.runner import SAMPLES
 from benchmarks.stats import bootstrap_delta_ci, is_binary, mcnemar_exact
 
 # Headlines in other units than percent, converted to percentage points for the thresholds.
 POINT_SCALE = {"mme": 100 / 2000}
 NEAR_LOSSLESS_LM = {"f32", "f16", "bf16", "q8_0"}
 NEAR_LOSSLESS_VISION = {None, "fp32", "fp16"}
+NOT_COMPARABLE = "NOT COMPARABLE"
 
 
 @dataclass(frozen=True)
@@ -113,7 +119,12 @@ def load_run(path: str | Path) -> Run:
     results_file = path / RESULTS_FILE
     if not results_file.exists():
         raise BenchmarkDataError(f"{results_file} is missing: run `imp bench score {path}` first")
-    results = json.loads(results_file.read_text())
+    try:
+        results = json.loads(results_file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BenchmarkDataError(f"{results_file} is not valid JSON ({exc})") from None
+    if not isinstance(results, dict) or not isinstance(results.get("benchmarks"), dict):
+        raise BenchmarkDataError(f"{results_file} has no 'benchmarks' table: it is not a result of imp bench")
     identity = results.get("runtime") or {}
     if not identity and (path / RUN_FILE).exists():
         identity = json.loads((path / RUN_FILE).read_text()).get("runtime", {})
@@ -125,9 +136,58 @@ def answer_key(sample: dict[str, Any]) -> str:
     return str(parsed) if parsed is not None else " ".join(str(sample.get("answer", "")).lower().split())
 
 
+def pairing_problem(
+    name: str, ref: Run, cand: Run, r_samples: dict[str, Any], c_samples: dict[str, Any]
+) -> str | None:
+    """Why the candidate's answers on ``name`` cannot be paired with the reference's (``None``: they can)."""
+    c_res = cand.results["benchmarks"].get(name)
+    if c_res is None:
+        return f"{cand.path} has no results for {name}"
+    r_in, c_in = ref.results["benchmarks"][name].get("inputs"), c_res.get("inputs")
+    if r_in and c_in and r_in != c_in:
+        return (
+            f"the runs were given other questions ({r_in.get('questions')} vs {c_in.get('questions')} "
+            "selected; other ids, prompts or images)"
+        )
+    r_gen, c_gen = ref.results.get("generation"), cand.results.get("generation")
+    if r_gen and c_gen and r_gen.get("max_new_tokens") != c_gen.get("max_new_tokens"):
+        return f"answer length caps differ (--max-new-tokens {r_gen['max_new_tokens']} vs {c_gen['max_new_tokens']})"
+    if not r_samples or not c_samples:
+        return "a run has no per-question samples (re-score it with `imp bench score`)"
+    if set(r_samples) != set(c_samples):
+        common = len(set(r_samples) & set(c_samples))
+        return f"the runs answered other questions ({len(r_samples)} vs {len(c_samples)}, {common} in common)"
+    other = [q for q in r_samples if r_samples[q].get("prompt") != c_samples[q].get("prompt")]
+    if other:
+        return f"{len(other)} question(s) were asked with other prompts (first: qid {other[0]!r})"
+    return None
+
+
+def not_comparable_row(name: str, ref: Run, cand: Run, reason: str) -> dict[str, Any]:
+    r_res, c_res = ref.results["benchmarks"][name], cand.results["benchmarks"].get(name, {})
+    return {
+        "benchmark": name,
+        "headline_name": r_res.get("headline_name"),
+        "reference": r_res.get("headline"),
+        "candidate": c_res.get("headline"),
+        "status": c_res.get("status"),
+        "questions": 0,
+        "agreement": None,
+        "flips": [],
+        "delta": None,
+        "delta_points": None,
+        "metric_deltas": {},
+        "verdict": NOT_COMPARABLE,
+        "reason": reason,
+    }
+
+
 def compare_benchmark(name: str, ref: Run, cand: Run, thresholds: Thresholds) -> dict[str, Any]:
-    r_res, c_res = ref.results["benchmarks"][name], cand.results["benchmarks"][name]
     r_samples, c_samples = ref.samples(name), cand.samples(name)
+    reason = pairing_problem(name, ref, cand, r_samples, c_samples)
+    if reason:
+        return not_comparable_row(name, ref, cand, reason)
+    r_res, c_res = ref.results["benchmarks"][name], cand.results["benchmarks"][name]
     common = [q for q in r_samples if q in c_samples]
     agree = sum(answer_key(r_samples[q]) == answer_key(c_samples[q]) for q in common)
     agreement = 100.0 * agree / len(common) if common else None
@@ -213,7 +273,7 @@ def compare_runs(
         "candidates": [],
     }
     for cand in cands:
-        rows = [compare_benchmark(n, ref, cand, thresholds) for n in names if n in cand.results["benchmarks"]]
+        rows = [compare_benchmark(n, ref, cand, thresholds) for n in names]
         verdicts = [r["verdict"] for r in rows]
         timing = {
             n: cand.results["benchmarks"][n].get("timing", {})
@@ -229,13 +289,33 @@ def compare_runs(
                 "token_level": cand.token_level(),
                 "rows": rows,
                 "timing": timing,
-                "verdict": "FAIL" if "FAIL" in verdicts else "PASS",
+                "verdict": candidate_verdict(verdicts),
             }
         )
     report["reference"]["timing"] = {n: ref.results["benchmarks"][n].get("timing", {}) for n in names}
     report["reference"]["headlines"] = {n: ref.results["benchmarks"][n].get("headline") for n in names}
     report["holds"] = all(c["verdict"] == "PASS" for c in report["candidates"])
     return report
+
+
+def candidate_verdict(verdicts: list[str]) -> str:
+    """FAIL when a benchmark failed, else NOT COMPARABLE when one could not be paired, else PASS."""
+    for worst in ("FAIL", NOT_COMPARABLE):
+        if worst in verdicts:
+            return worst
+    return "PASS"
+
+
+def holds_line(report: dict[str, Any]) -> str:
+    verdicts = [c["verdict"] for c in report["candidates"]]
+    if report["holds"]:
+        return "accuracy holds: **yes**"
+    if "FAIL" in verdicts:
+        return "accuracy holds: **NO**"
+    unpaired = sum(r["verdict"] == NOT_COMPARABLE for c in report["candidates"] for r in c["rows"])
+    return (
+        f"accuracy holds: **not shown** ({unpaired} benchmark run(s) could not be paired with the reference)"
+    )
 
 
 def _fmt(value: Any, digits: int = 2) -> str:
@@ -269,7 +349,10 @@ def verdict_table(report: dict[str, Any]) -> str:
         lines.append(
             f"- **{cand['label']}** ({cand['class']}): {cand['verdict']}; token level vs PyTorch: {tl_text}"
         )
-    lines.append(f"\naccuracy holds: **{'yes' if report['holds'] else 'NO'}**")
+        for row in cand["rows"]:
+            if row["verdict"] == NOT_COMPARABLE:
+                lines.append(f"  - {row['benchmark']} not comparable: {row['reason']}")
+    lines.append(f"\n{holds_line(report)}")
     return "\n".join(lines)
 
 

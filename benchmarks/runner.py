@@ -9,9 +9,13 @@ A run folder holds one runtime's answers::
     RUN_DIR/<benchmark>/submission/         server-scored benchmarks' upload files
     RUN_DIR/results.json                    headline + sub-metrics per benchmark, timings, identity
 
-A killed run resumes where it stopped: answers already in the file are kept and not recomputed, a
-half-written last line is cut off. Questions that share an image run back to back, so a runtime can
-reuse the image features and the KV cache of the shared prefix.
+A killed run resumes where it stopped: answers already in the file are kept and not recomputed, and
+the record the kill cut short (a torn last line) is dropped before the next answer is appended. Any
+other line that is not an answer record stops the run with an error naming it; reading and scoring
+never write an answers file. ``run.json`` records the fingerprint of everything the answers depend
+on (:mod:`benchmarks.run_inputs`); a re-run with other inputs is refused. Questions that share an
+image run back to back, so a runtime can reuse the image features and the KV cache of the shared
+prefix.
 """
 
 from __future__ import annotations
@@ -28,22 +32,35 @@ from typing import Any
 from benchmarks.base import (
     Benchmark,
     BenchmarkDataError,
+    BenchmarkOptionError,
     BenchmarkResult,
     Question,
     get_benchmark,
+    prepare_out_dir,
     write_json,
 )
+from benchmarks.run_inputs import (
+    ANSWER_FILES,
+    RESULTS_FILE,
+    check_run_folder,
+    questions_digest,
+    read_run_info,
+    run_fingerprint,
+    write_run_info,
+)
 
-RUN_FILE = "run.json"
-RESULTS_FILE = "results.json"
 ANSWERS = "answers.jsonl"
 SAMPLES = "samples.jsonl"
+# json.dumps of an answer record starts so; a torn last line is a prefix of one, or starts with it
+RECORD_START = b'{"qid": "'
 
 
 def chunk_questions(questions: Sequence[Question], num_chunks: int, chunk_idx: int) -> list[Question]:
     """LLaVA's split: contiguous chunks of ``ceil(n / num_chunks)`` questions."""
-    if num_chunks < 1 or not 0 <= chunk_idx < num_chunks:
-        raise BenchmarkDataError(f"--chunk-idx {chunk_idx} is outside 0..{num_chunks - 1}")
+    if num_chunks < 1:
+        raise BenchmarkOptionError(f"--num-chunks must be at least 1, got {num_chunks}")
+    if not 0 <= chunk_idx < num_chunks:
+        raise BenchmarkOptionError(f"--chunk-idx {chunk_idx} is outside 0..{num_chunks - 1}")
     size = math.ceil(len(questions) / num_chunks) if questions else 0
     return list(questions[chunk_idx * size : (chunk_idx + 1) * size])
 
@@ -58,36 +75,62 @@ def group_by_image(questions: Sequence[Question]) -> list[Question]:
 
 
 class AnswerLog:
-    """An append-only JSONL of answer records keyed by ``qid``, safe against kills."""
+    """An append-only JSONL of answer records keyed by ``qid``, safe against kills.
+
+    Reading never writes. A last line without its newline that starts like a record of this class
+    is the one a kill cut short: it is left out, and the first :meth:`append` cuts it off. Any other
+    line that is not an answer record (``{"qid": str, "text": str, ...}``) raises an error naming
+    the file and line, so a damaged or foreign file is neither used nor changed.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.records: dict[str, dict[str, Any]] = {}
+        self._torn_at: int | None = None
         self._load()
 
     def _load(self) -> None:
         if not self.path.exists():
             return
-        data = self.path.read_bytes()
-        good = 0
-        for line in data.splitlines(keepends=True):
-            if not line.endswith(b"\n"):
-                break  # a half-written last line from a killed run
-            try:
-                record = json.loads(line)
-                self.records[str(record["qid"])] = record
-            except (json.JSONDecodeError, KeyError, TypeError):
-                break
-            good += len(line)
-        if good != len(data):
-            with open(self.path, "r+b") as handle:
-                handle.truncate(good)
+        lines = self.path.read_bytes().split(b"\n")
+        offset = 0
+        for lineno, line in enumerate(lines[:-1], 1):
+            if line.strip():
+                record = self._parse(line, lineno)
+                self.records[record["qid"]] = record
+            offset += len(line) + 1
+        tail = lines[-1]
+        if tail:
+            if not (tail.startswith(RECORD_START) or RECORD_START.startswith(tail)):
+                raise self._error(len(lines), "it does not end with a newline and is no answer record")
+            self._torn_at = offset
+
+    def _parse(self, line: bytes, lineno: int) -> dict[str, Any]:
+        try:
+            record = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise self._error(lineno, "it is not valid JSON") from None
+        if not isinstance(record, dict) or not isinstance(record.get("qid"), str):
+            raise self._error(lineno, "it has no string 'qid'")
+        if not isinstance(record.get("text"), str):
+            raise self._error(lineno, "it has no string 'text'")
+        return record
+
+    def _error(self, lineno: int, why: str) -> BenchmarkDataError:
+        return BenchmarkDataError(
+            f"line {lineno} of {self.path} is not an answer record of imp bench ({why}); "
+            "the file was left as it is: repair or move it"
+        )
 
     def __contains__(self, qid: str) -> bool:
         return qid in self.records
 
     def append(self, record: dict[str, Any]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self._torn_at is not None:
+            with open(self.path, "r+b") as handle:
+                handle.truncate(self._torn_at)
+            self._torn_at = None
         with open(self.path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")
             handle.flush()
@@ -97,12 +140,33 @@ class AnswerLog:
 
 @dataclass
 class BenchmarkRunOptions:
+    """How ``run_suite`` answers; ``overwrite`` discards a run folder's answers of other inputs."""
+
     limit: int | None = None
     num_chunks: int = 1
     chunk_idx: int = 0
     max_new_tokens: int | None = None  # cap on the benchmark's own limit (quick runs)
     reuse: bool = True
     progress: bool = True
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        if self.limit is not None and self.limit < 1:
+            raise BenchmarkOptionError(
+                f"--limit {self.limit} selects no questions: give a positive number, or leave it out for all"
+            )
+        if self.max_new_tokens is not None and self.max_new_tokens < 1:
+            raise BenchmarkOptionError(f"--max-new-tokens must be at least 1, got {self.max_new_tokens}")
+        if self.num_chunks < 1:
+            raise BenchmarkOptionError(f"--num-chunks must be at least 1, got {self.num_chunks}")
+        if not 0 <= self.chunk_idx < self.num_chunks:
+            raise BenchmarkOptionError(
+                f"--chunk-idx {self.chunk_idx} is outside 0..{self.num_chunks - 1} (--num-chunks {self.num_chunks})"
+            )
+
+    def generation(self) -> dict[str, Any]:
+        """The options the answers depend on (recorded in the run's fingerprint)."""
+        return {"max_new_tokens": self.max_new_tokens, "limit": self.limit, "num_chunks": self.num_chunks}
 
 
 def answers_path(run_dir: Path, name: str, options: BenchmarkRunOptions) -> Path:
@@ -111,11 +175,17 @@ def answers_path(run_dir: Path, name: str, options: BenchmarkRunOptions) -> Path
     return Path(run_dir) / name / ANSWERS
 
 
-def selected_questions(bench: Benchmark, data: Path, options: BenchmarkRunOptions) -> list[Question]:
+def run_selection(bench: Benchmark, data: Path, options: BenchmarkRunOptions) -> list[Question]:
+    """The questions of the whole run (``--limit`` applied, before chunking); never empty."""
     questions = bench.load(Path(data))
-    if options.limit is not None:
-        questions = questions[: options.limit]
-    return chunk_questions(questions, options.num_chunks, options.chunk_idx)
+    if not questions:
+        raise BenchmarkDataError(f"{bench.name}: the question file(s) under {data} hold no questions")
+    return questions[: options.limit] if options.limit is not None else questions
+
+
+def selected_questions(bench: Benchmark, data: Path, options: BenchmarkRunOptions) -> list[Question]:
+    """The questions this process answers (its chunk of the run's selection)."""
+    return chunk_questions(run_selection(bench, data, options), options.num_chunks, options.chunk_idx)
 
 
 def run_benchmark(
@@ -194,37 +264,58 @@ def merge_chunks(run_dir: Path, name: str) -> Path:
     return merged.path
 
 
+def check_answers_fit(log: AnswerLog, questions: Sequence[Question], data: Path) -> None:
+    """Refuse to score answers that were given to other questions than ``data`` holds."""
+    by_qid = {q.qid: q for q in questions}
+    unknown = [qid for qid in log.records if qid not in by_qid]
+    if unknown:
+        raise BenchmarkDataError(
+            f"{len(unknown)} answer(s) in {log.path} are for questions {data} does not hold "
+            f"(first: qid {unknown[0]!r}); score with the --data the run used"
+        )
+    changed = [qid for qid, r in log.records.items() if "prompt" in r and r["prompt"] != by_qid[qid].text]
+    if changed:
+        raise BenchmarkDataError(
+            f"{len(changed)} answer(s) in {log.path} were given to other prompts than {data} holds "
+            f"(first: qid {changed[0]!r}); score with the --data the run used"
+        )
+
+
 def score_benchmark(name: str, data: Path, run_dir: Path) -> BenchmarkResult:
-    """Re-score saved answers (no model needed); writes samples.jsonl and any submission files."""
+    """Re-score saved answers (no model needed); writes samples.jsonl and any submission files.
+
+    The answers file is only read: a torn last line is left out, any other bad line is an error.
+    """
     bench = get_benchmark(name)
     folder = Path(run_dir) / name
     log = AnswerLog(folder / ANSWERS)
     if not log.records:
         raise BenchmarkDataError(f"no answers in {folder / ANSWERS}")
-    questions = [q for q in bench.load(Path(data)) if q.qid in log]
+    loaded = bench.load(Path(data))
+    check_answers_fit(log, loaded, Path(data))
+    questions = [q for q in loaded if q.qid in log]
     answers = {qid: r["text"] for qid, r in log.records.items()}
     result = bench.score(Path(data), answers, questions)
     bench.write_submission(Path(data), answers, questions, folder / "submission")
+    write_samples(folder / SAMPLES, questions, log, result)
+    return result
+
+
+def write_samples(path: Path, questions: Sequence[Question], log: AnswerLog, result: BenchmarkResult) -> None:
+    """The per-sample log: prompt, answer, parsed answer and score of every answered question."""
     by_qid = {s.qid: s for s in result.samples}
-    with open(folder / SAMPLES, "w", encoding="utf-8") as handle:
+    with open(path, "w", encoding="utf-8") as handle:
         for q in questions:
             s = by_qid.get(q.qid)
-            record = log.records[q.qid]
-            handle.write(
-                json.dumps(
-                    {
-                        "qid": q.qid,
-                        "image": q.image,
-                        "prompt": q.text,
-                        "answer": record["text"],
-                        "parsed": s.parsed if s else None,
-                        "score": s.score if s else None,
-                    },
-                    ensure_ascii=False,
-                )
-                + "\n"
-            )
-    return result
+            record = {
+                "qid": q.qid,
+                "image": q.image,
+                "prompt": q.text,
+                "answer": log.records[q.qid]["text"],
+                "parsed": s.parsed if s else None,
+                "score": s.score if s else None,
+            }
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
 def timing_summary(run_dir: Path, name: str) -> dict[str, float]:
@@ -245,33 +336,38 @@ def timing_summary(run_dir: Path, name: str) -> dict[str, float]:
 
 
 def score_run(run_dir: Path, data: Path | None = None, names: Sequence[str] | None = None) -> dict[str, Any]:
-    """Score every benchmark of a run folder and write ``results.json``."""
+    """Score every benchmark of a run folder and write ``results.json``.
+
+    Each benchmark's entry carries ``inputs``, the questions digest of the run's fingerprint, and
+    the results carry its ``generation`` options, so that ``imp compare`` can check the pairing.
+    """
     run_dir = Path(run_dir)
-    run_info = json.loads((run_dir / RUN_FILE).read_text()) if (run_dir / RUN_FILE).exists() else {}
+    if not run_dir.is_dir():
+        raise BenchmarkDataError(f"run folder not found: {run_dir}")
+    run_info = read_run_info(run_dir)
     data = Path(data or run_info.get("data") or "")
     if not data.is_dir():
         raise BenchmarkDataError(f"benchmark data folder not found: {data} (pass --data)")
     names = list(names or sorted(p.name for p in run_dir.iterdir() if (p / ANSWERS).exists()))
+    if not names:
+        raise BenchmarkDataError(f"{run_dir} holds no {ANSWERS} (a chunked run: `imp bench merge` it first)")
+    fingerprint = run_info.get("fingerprint") or {}
     results: dict[str, Any] = {}
     for name in names:
         result = score_benchmark(name, data, run_dir).to_dict()
         result.pop("samples")
         result["timing"] = timing_summary(run_dir, name)
+        result["inputs"] = fingerprint.get("benchmarks", {}).get(name)
         results[name] = result
     out = {
         "runtime": run_info.get("runtime", {}),
         "data": str(data),
+        "generation": fingerprint.get("generation"),
         "benchmarks": results,
         "scored_at": time.time(),
     }
     write_json(run_dir / RESULTS_FILE, out, indent=2)
     return out
-
-
-def same_runtime(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    """Whether two identities name the same model and precisions (threads may differ)."""
-    ignore = {"threads", "device"}
-    return {k: v for k, v in a.items() if k not in ignore} == {k: v for k, v in b.items() if k not in ignore}
 
 
 def run_suite(
@@ -281,25 +377,33 @@ def run_suite(
     run_dir: Path,
     options: BenchmarkRunOptions | None = None,
 ) -> dict[str, Any] | None:
-    """Run several benchmarks; score them when the run is not chunked (else merge first)."""
+    """Run several benchmarks; score them when the run is not chunked (else merge first).
+
+    Before any answer is written, every answers file already in ``run_dir`` must read as one, and
+    the run's fingerprint is checked against the one ``run_dir`` records
+    (:func:`benchmarks.run_inputs.check_run_folder`).
+    """
     options = options or BenchmarkRunOptions()
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = prepare_out_dir(Path(run_dir))
+    digests = {}
+    for name in names:
+        bench = get_benchmark(name)
+        digests[name] = questions_digest(run_selection(bench, data, options), bench.image_dir(Path(data)))
+    for path in sorted(run_dir.glob(f"*/{ANSWER_FILES}")):
+        AnswerLog(path)  # a damaged or foreign answers file stops the run, even with --overwrite
+    identity = runtime.identity()
+    data_path = str(Path(data).resolve())
+    new = run_fingerprint(identity, options.generation(), digests)
+    fingerprint = check_run_folder(run_dir, new, data_path, options.overwrite)
     info = {
-        "runtime": runtime.identity(),
-        "data": str(Path(data).resolve()),
-        "benchmarks": list(names),
+        "runtime": identity,
+        "data": data_path,
+        "benchmarks": list(fingerprint["benchmarks"]),
         "limit": options.limit,
         "max_new_tokens": options.max_new_tokens,
+        "fingerprint": fingerprint,
     }
-    previous = run_dir / RUN_FILE
-    if previous.exists():
-        old = json.loads(previous.read_text())
-        if old.get("runtime") and not same_runtime(old["runtime"], info["runtime"]):
-            raise BenchmarkDataError(
-                f"{run_dir} holds answers of another runtime ({old['runtime'].get('runtime')}); use a new --out"
-            )
-    write_json(previous, info, indent=2)
+    write_run_info(run_dir, info)
     for name in names:
         run_benchmark(runtime, name, data, run_dir, options)
     if options.num_chunks > 1:

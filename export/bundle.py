@@ -6,6 +6,8 @@ Layout::
       manifest.json              format, model facts, template, tokens, preprocessing, files, checks
       onnx/vision_encoder.onnx   (+ _fp16 / _q8)   pixel_values -> image_features
       gguf/model-f16.gguf        (+ model-q8_0.gguf, model-q4_k_m.gguf, ...)
+      gguf/mmproj-f16.gguf       with --mmproj: vision tower + projector for llama.cpp's libmtmd,
+      gguf/chat-template.jinja   and the chat template stock llama.cpp tools need
       tokenizer/                 tokenizer.json, tokenizer_config.json, vocab.json, merges.txt, ...
 
 A runtime picks files by precision name (``manifest["vision"]["fp32"]["file"]``,
@@ -731,7 +733,12 @@ class _BundleWriter:
     def _mmproj(
         self, model: Any, tokenizer: Any, prompts: Sequence[str] | None, lm: dict[str, Artifact]
     ) -> dict[str, Artifact]:
-        from export.mmproj import VALIDATION_IMAGES_DESCRIPTION, export_mmproj
+        from export.mmproj import (
+            CHAT_TEMPLATE_FILE,
+            VALIDATION_IMAGES_DESCRIPTION,
+            export_mmproj,
+            llama_cpp_chat_template,
+        )
         from impvlm.templates import IMAGE_TOKEN
 
         best = next((p for p in ("f32", "f16", "bf16", "q8_0") if p in lm), next(iter(lm)))
@@ -750,6 +757,9 @@ class _BundleWriter:
         if self.plan.validate:
             images = {"images": VALIDATION_IMAGES_DESCRIPTION, "lm": lm[best].file}
             self.calibration["mmproj"] = {"prompts": image_prompts, **images}
+        # stock llama.cpp tools need the chat template: the LM GGUF carries none
+        template = self.work / GGUF_DIR / CHAT_TEMPLATE_FILE
+        template.write_text(llama_cpp_chat_template(model.config.template), encoding="utf-8")
         return {
             p: Artifact(
                 self._rel(a.path),
@@ -757,6 +767,7 @@ class _BundleWriter:
                 a.export_seconds,
                 a.validation,
                 a.validation_seconds,
+                extra_files=[self._rel(template)],
                 details=a.details or {},
             )
             for p, a in written.items()

@@ -4,7 +4,8 @@ Stock llama.cpp tools (``llama-mtmd-cli``, ``llama-server``) run a LLaVA-1.5-sty
 files: the LM GGUF (:mod:`export.gguf_lm`) and an *mmproj* file holding the vision encoder and the
 projector, read by llama.cpp's multimodal library (libmtmd, ``tools/mtmd/clip.cpp``). This module
 writes that file, quantizes it, reads it back through libmtmd (:class:`MtmdEncoder`) and measures it
-against PyTorch (:func:`validate_mmproj`).
+against PyTorch (:func:`validate_mmproj`). The tools also need the model's chat template, which the LM
+GGUF does not carry: :func:`llama_cpp_chat_template` (the bundle's ``gguf/chat-template.jinja``).
 
 What the file says (architecture ``clip``, projector type ``mlp``, the LLaVA graph of clip.cpp):
 
@@ -259,15 +260,34 @@ def mmproj_filename(precision: str) -> str:
     return f"mmproj-{precision}.gguf"
 
 
-#: libmtmd's default media marker: where llama.cpp's tools put an image's embeddings in a prompt.
+#: libmtmd's default media marker: where ``llama-mtmd-cli`` puts an image's embeddings in a prompt.
 LLAMA_CPP_MEDIA_MARKER = "<__media__>"
+#: How every llama.cpp media marker starts and ends: ``llama-server`` uses a random one per process
+#: (``<__media_X7f...__>``, or ``$LLAMA_MEDIA_MARKER``), ``llama-mtmd-cli`` :data:`LLAMA_CPP_MEDIA_MARKER`.
+LLAMA_CPP_MARKER_HEAD, LLAMA_CPP_MARKER_TAIL = "<__media", "__>"
+#: The bundle's copy of :func:`llama_cpp_chat_template`, next to the GGUF files.
+CHAT_TEMPLATE_FILE = "chat-template.jinja"
+
+
+def _jinja_str(text: str) -> str:
+    """``text`` as a Jinja string literal (escapes both Jinja2 and llama.cpp's lexer read)."""
+    escaped = text.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n").replace("\t", "\\t")
+    return f"'{escaped}'"
 
 
 def llama_cpp_chat_template(template: Any) -> str:
-    """A Jinja chat template for llama.cpp (``--jinja --chat-template-file``) rendering exactly what
-    :meth:`impvlm.templates.Template.prompt` renders; ``<image>`` is written as
-    :data:`LLAMA_CPP_MEDIA_MARKER` in the user's text. System messages are ignored (the template's
-    own system prompt is fixed, as in training). No trailing newline: it would end the prompt.
+    """A Jinja chat template for stock llama.cpp (``llama-server --chat-template-file``,
+    ``llama-mtmd-cli --chat-template "$(cat FILE)"``) rendering exactly what
+    :meth:`impvlm.templates.Template.prompt` renders, with a media marker for ``<image>``.
+
+    In a user message the template moves every media marker to the front, each followed by a
+    newline, and strips the rest (LLaVA's rule, :func:`impvlm.templates.move_image_to_front`), so
+    ``<__media__>What...`` (how ``llama-mtmd-cli`` prepends a missing marker and how
+    ``llama-server`` joins an image part and a text part) becomes the trained ``<image>\\nWhat...``.
+    System messages are read (so llama.cpp does not fold them into the user turn) and dropped: the
+    system prompt is the template's own, as in training. Every tag trims whitespace and all text is
+    in expressions, so the output is the same with or without ``trim_blocks`` / ``lstrip_blocks``;
+    no trailing newline (it would end the prompt).
 
     ``template``: a :class:`~impvlm.templates.Template` or its name (``phi2``, ``phi-2_v0``).
     """
@@ -276,16 +296,32 @@ def llama_cpp_chat_template(template: Any) -> str:
     t = get_template(template) if isinstance(template, str) else template
     if t.style != "two":
         raise ExportError(f"template {t.name!r} ({t.style} style) is not a chat template")
-    for text in (t.system, t.sep, t.sep2, *t.roles):
-        if "{" in text or "}" in text:
-            raise ExportError(f"template {t.name!r} has braces Jinja would interpret")
     user, assistant = t.roles
-    return (
-        f"{t.system}{t.sep}{{% for message in messages %}}"
-        f"{{% if message['role'] == 'user' %}}{user}: {{{{ message['content'] }}}}{t.sep}"
-        f"{{% elif message['role'] == 'assistant' %}}{assistant}: {{{{ message['content'] }}}}{t.sep2}"
-        f"{{% endif %}}{{% endfor %}}{{% if add_generation_prompt %}}{assistant}:{{% endif %}}"
-    )
+    head, tail = _jinja_str(LLAMA_CPP_MARKER_HEAD), _jinja_str(LLAMA_CPP_MARKER_TAIL)
+    lines = [
+        f"{{{{- {_jinja_str(t.system + t.sep)} -}}}}",
+        "{%- for message in messages -%}",
+        "{%- set content = message['content'] -%}",
+        "{%- if message['role'] == 'user' -%}",
+        f"{{%- if {head} in content -%}}",
+        "{%- set ns = namespace(media='', text='') -%}",
+        f"{{%- for piece in content.split({head}) -%}}",
+        "{%- if loop.first -%}{%- set ns.text = piece -%}{%- else -%}",
+        f"{{%- set parts = piece.split({tail}, 1) -%}}",
+        f"{{%- set ns.media = ns.media + {head} + parts[0] + {tail} + '\\n' -%}}",
+        "{%- set ns.text = ns.text + parts[1] -%}",
+        "{%- endif -%}",
+        "{%- endfor -%}",
+        "{%- set content = ns.media + ns.text.strip() -%}",
+        "{%- endif -%}",
+        f"{{{{- {_jinja_str(user + ': ')} + content + {_jinja_str(t.sep)} -}}}}",
+        "{%- elif message['role'] == 'assistant' -%}",
+        f"{{{{- {_jinja_str(assistant + ': ')} + content + {_jinja_str(t.sep2)} -}}}}",
+        "{%- endif -%}",
+        "{%- endfor -%}",
+        f"{{%- if add_generation_prompt -%}}{{{{- {_jinja_str(assistant + ':')} -}}}}{{%- endif -%}}",
+    ]
+    return "\n".join(lines)
 
 
 # ------------------------------------------------------------------------------------ libmtmd reader

@@ -43,10 +43,9 @@ def load_runtime(spec: str | Path, **options: Any) -> Runtime:
     """Open the runtime a spec names; keyword options override the spec's query."""
     kind, path, query = parse_spec(spec)
     opts: dict[str, Any] = {**query, **{k: v for k, v in options.items() if v is not None}}
-    if "threads" in opts:
-        opts["threads"] = int(opts["threads"])
-    if "context_length" in opts:
-        opts["context_length"] = int(opts["context_length"])
+    for key in ("threads", "context_length"):
+        if key in opts:
+            opts[key] = _positive_int(key, opts[key], spec)
     if kind == "torch":
         from runtimes.torch_runtime import TorchRuntime
 
@@ -61,6 +60,17 @@ def load_runtime(spec: str | Path, **options: Any) -> Runtime:
 
     allowed = {"lm", "mmproj", "threads", "context_length", "verify"}
     return LlamaCppNativeRuntime(path, **_only(opts, allowed, kind))
+
+
+def _positive_int(key: str, value: Any, spec: str | Path) -> int:
+    """An integer option of at least 1 (from the spec's query or a keyword), or a one-line error."""
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        number = None
+    if number is None or isinstance(value, float) or number < 1:
+        raise ConfigError(f"runtime option {key}={value!r} of {spec} must be a whole number of at least 1")
+    return number
 
 
 def _only(opts: dict[str, Any], allowed: set[str], kind: str) -> dict[str, Any]:

@@ -148,6 +148,18 @@ def test_manifest_records_feature_and_answer_parity(bundle):
     assert "mmproj f16" in " ".join(describe(m).split()) and "cos same pixels" in describe(m)
 
 
+def test_bundle_carries_the_chat_template_stock_llama_cpp_needs(bundle, tmp_path):
+    """The LM GGUF has no chat template: the bundle writes the model's, hashed like its other files."""
+    m = load_manifest(bundle)
+    rel = f"gguf/{mmproj.CHAT_TEMPLATE_FILE}"
+    assert (bundle / rel).read_text(encoding="utf-8") == mmproj.llama_cpp_chat_template(m["template"]["name"])
+    assert all(rel in entry["extra_files"] for entry in m["mmproj"].values())
+    copy = Path(shutil.copytree(bundle, tmp_path / "copy"))
+    (copy / rel).write_text("{{ messages }}", encoding="utf-8")
+    with pytest.raises(BundleError, match="chat-template.jinja"):
+        load_manifest(copy)
+
+
 def test_the_feature_layer_key_is_what_keeps_the_last_layer(model, bundle, tmp_path, monkeypatch):
     """Without clip.vision.feature_layer, llama.cpp runs block_count - 1 layers: the gate catches it."""
     monkeypatch.setattr(mmproj.ClipKeys, "FEATURE_LAYER", "impvlm.test.unused")
@@ -375,6 +387,32 @@ def test_chat_template_for_llama_cpp_renders_the_imp_prompt():
         assert rendered == get_template(name).prompt(turns).replace("<image>", mmproj.LLAMA_CPP_MEDIA_MARKER)
     with pytest.raises(ExportError, match="not a chat template"):
         mmproj.llama_cpp_chat_template("plain")
+
+
+@pytest.mark.parametrize("llama_cpp_lexer", [False, True], ids=["jinja2-defaults", "trim-and-lstrip-blocks"])
+def test_chat_template_for_llama_cpp_puts_each_image_first_with_its_newline(llama_cpp_lexer):
+    """What the stock tools hand the template: llama-mtmd-cli prepends ``<__media__>`` without a
+    newline, llama-server joins an image part and a text part without one and uses a random
+    marker; a system message must be read and dropped, not folded into the question."""
+    import jinja2
+
+    from impvlm.templates import Turn, get_template
+
+    env = jinja2.Environment(trim_blocks=llama_cpp_lexer, lstrip_blocks=llama_cpp_lexer)
+    template = env.from_string(mmproj.llama_cpp_chat_template("phi2"))
+    server_marker = "<__media_Xq7Rz0__>"
+    cases = {
+        "<__media__>What colour?": ("<__media__>", 1),
+        "<__media__>\nWhat colour?": ("<__media__>", 1),
+        f"{server_marker}What colour?": (server_marker, 1),
+        f"What colour? {server_marker}": (server_marker, 1),
+        "<__media__><__media__> What colour?\n": ("<__media__>", 2),
+    }
+    for content, (marker, n_images) in cases.items():
+        messages = [{"role": "system", "content": "Answer in French."}, {"role": "user", "content": content}]
+        rendered = template.render(messages=messages, add_generation_prompt=True)
+        trained = get_template("phi2").prompt([Turn("user", "<image>\n" * n_images + "What colour?")])
+        assert rendered.replace(marker, "<image>") == trained, content
 
 
 def stock_llama_cpp_answer(
