@@ -739,7 +739,7 @@ class _BundleWriter:
             export_mmproj,
             llama_cpp_chat_template,
         )
-        from impvlm.templates import IMAGE_TOKEN
+        from impvlm.templates import IMAGE_TOKEN, get_template
 
         best = next((p for p in ("f32", "f16", "bf16", "q8_0") if p in lm), next(iter(lm)))
         image_prompts = [p for p in (prompts or default_calibration(model.config)) if IMAGE_TOKEN in p]
@@ -757,9 +757,13 @@ class _BundleWriter:
         if self.plan.validate:
             images = {"images": VALIDATION_IMAGES_DESCRIPTION, "lm": lm[best].file}
             self.calibration["mmproj"] = {"prompts": image_prompts, **images}
-        # stock llama.cpp tools need the chat template: the LM GGUF carries none
-        template = self.work / GGUF_DIR / CHAT_TEMPLATE_FILE
-        template.write_text(llama_cpp_chat_template(model.config.template), encoding="utf-8")
+        # stock llama.cpp tools need the chat template: the LM GGUF carries none (a stage-1 model's
+        # plain template is no chat: its prompt is the image alone)
+        extra: list[str] = []
+        if get_template(model.config.template).style == "two":
+            template = self.work / GGUF_DIR / CHAT_TEMPLATE_FILE
+            template.write_text(llama_cpp_chat_template(model.config.template), encoding="utf-8")
+            extra.append(self._rel(template))
         return {
             p: Artifact(
                 self._rel(a.path),
@@ -767,7 +771,7 @@ class _BundleWriter:
                 a.export_seconds,
                 a.validation,
                 a.validation_seconds,
-                extra_files=[self._rel(template)],
+                extra_files=list(extra),
                 details=a.details or {},
             )
             for p, a in written.items()
