@@ -31,6 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.speed.rows import Limits
+
 log = logging.getLogger(__name__)
 
 
@@ -315,11 +317,11 @@ class BareLlama:
 
 
 # ------------------------------------------------------------------------------------ workers
-def measure_limits(bandwidth_mb: int, thread_counts: Sequence[int]) -> dict[str, Any]:
+def measure_limits(bandwidth_mb: int, thread_counts: Sequence[int]) -> Limits:
     """Memory bandwidth (array copy) at each thread count."""
     from benchmarks.speed.machine import memory_bandwidth
 
-    return {"bandwidth": [memory_bandwidth(bandwidth_mb, t) for t in thread_counts]}
+    return Limits(bandwidth=[memory_bandwidth(bandwidth_mb, t) for t in thread_counts])
 
 
 def measure_torch(spec: WorkerSpec) -> dict[str, Any]:
