@@ -14,6 +14,7 @@ from typing import Any
 from benchmarks.speed.config import SpeedConfig, usable_cores
 from benchmarks.speed.encode import export_facts, file_rows, lm_rows, model_facts, vision_rows
 from benchmarks.speed.machine import gguf_decode_bytes
+from benchmarks.speed.measured import Measured
 from benchmarks.speed.memory import memory_rows
 from benchmarks.speed.rows import LatencyRow, Limits, ModelFacts, PresetReport
 from benchmarks.speed.targets import targets
@@ -22,26 +23,27 @@ from benchmarks.speed.timing import latency_rows, sweep_rows, throughput_rows
 
 def analyze(raw: dict[str, Any], limits: Limits, config: SpeedConfig) -> PresetReport:
     """The report section of one preset."""
-    manifest = raw["manifest"]
-    bundle = Path(raw["prepared"]["bundle"])
+    m = Measured.from_dict(raw)
+    manifest = m.manifest
+    bundle = Path(m.prepared["bundle"])
     decode_bytes = {q: gguf_decode_bytes(bundle / e["file"]) for q, e in manifest["lm"].items()}
     bw = limits.at(config.threads)
-    model = model_facts(raw, decode_bytes)
-    latency = latency_rows(raw, config)
+    model = model_facts(m, decode_bytes)
+    latency = latency_rows(m, config)
     sections = dict(
         model=model,
         files=file_rows(manifest),
-        export=export_facts(raw),
-        vision=vision_rows(raw, config),
-        lm=lm_rows(raw, config, decode_bytes, bw),
+        export=export_facts(m),
+        vision=vision_rows(m, config),
+        lm=lm_rows(m, config, decode_bytes, bw),
         latency=latency,
-        throughput=throughput_rows(raw, config),
-        memory=memory_rows(raw, config),
-        sweep=sweep_rows(raw, config),
-        memory_probes=raw.get("memory_probes"),
+        throughput=throughput_rows(m, config),
+        memory=memory_rows(m, config),
+        sweep=sweep_rows(m, config),
+        memory_probes=m.memory_probes,
         bandwidth_gb_per_s=None if bw is None else bw.gb_per_s,
-        errors=raw.get("errors", []),
-        seconds=raw.get("seconds"),
+        errors=m.errors,
+        seconds=m.seconds,
     )
     report = PresetReport(**sections, targets=[], notes=[], raw=raw)
     return replace(report, targets=targets(report, config), notes=notes(model, latency, config))

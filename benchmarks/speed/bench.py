@@ -16,12 +16,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from benchmarks.speed.config import SpeedConfig
 from benchmarks.speed.isolate import WorkerFailed, run_isolated
+from benchmarks.speed.record import Record
 from benchmarks.speed.rows import SpeedResults
 from impvlm.errors import ConfigError
+
+if TYPE_CHECKING:
+    from benchmarks.speed.model import PreparedModel
+    from benchmarks.speed.protocol import WorkerSpec
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +94,15 @@ def config_from_dict(data: dict[str, Any]) -> SpeedConfig:
     return SpeedConfig(**values)
 
 
-Job = tuple[str, Callable[..., Any], tuple[Any, ...], tuple[str, ...]]
+class Job(NamedTuple):
+    """One measurement: its label, the worker and its arguments, where in ``raw`` its result goes, and
+    whether it runs in a process of its own."""
+
+    label: str
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+    where: tuple[str, ...]
+    isolated: bool = True
 
 
 def measure_preset(config: SpeedConfig, out: Path) -> dict[str, Any]:
@@ -120,9 +133,9 @@ def measure_preset(config: SpeedConfig, out: Path) -> dict[str, Any]:
     return raw
 
 
-def worker_spec(config: SpeedConfig, prepared: Any, out: Path) -> Any:
+def worker_spec(config: SpeedConfig, prepared: PreparedModel, out: Path) -> WorkerSpec:
     """What every worker of ``config`` needs: the model, the bundle, the workload, the repetitions."""
-    from benchmarks.speed.workers import WorkerSpec
+    from benchmarks.speed.protocol import WorkerSpec
     from benchmarks.speed.workload import make_workload
 
     n_images = max(config.images, config.warmup + config.runs, 2)
@@ -142,8 +155,9 @@ def worker_spec(config: SpeedConfig, prepared: Any, out: Path) -> Any:
     )
 
 
-def preset_jobs(config: SpeedConfig, spec: Any, manifest: dict[str, Any]) -> list[Job]:
+def preset_jobs(config: SpeedConfig, spec: WorkerSpec, manifest: dict[str, Any]) -> list[Job]:
     """(label, worker, its arguments, where in ``raw`` its result goes) of every measurement."""
+    from benchmarks.speed.probes import measure_memory_probes
     from benchmarks.speed.workers import (
         measure_exported,
         measure_profile,
@@ -153,32 +167,34 @@ def preset_jobs(config: SpeedConfig, spec: Any, manifest: dict[str, Any]) -> lis
 
     jobs: list[Job] = []
     if config.measure_torch:
-        jobs.append(("torch fp32", measure_torch, (spec,), ("torch",)))
+        jobs.append(Job("torch fp32", measure_torch, (spec,), ("torch",)))
     dv = config.deploy_vision
     for q in [config.deploy_lm, *(q for q in config.all_quants if q != config.deploy_lm)]:
         deploy = q == config.deploy_lm
         args = (spec, q, dv, deploy, config.sweep_threads if deploy else ())
-        jobs.append((f"exported {q} + {dv}", measure_exported, args, ("exported", q)))
+        jobs.append(Job(f"exported {q} + {dv}", measure_exported, args, ("exported", q)))
     for v in (v for v in config.vision if v != dv):
         label = f"vision {v} (+ {config.deploy_lm})"
-        jobs.append((label, measure_vision_variant, (spec, config.deploy_lm, v), ("vision_variants", v)))
+        jobs.append(Job(label, measure_vision_variant, (spec, config.deploy_lm, v), ("vision_variants", v)))
     for name in config.profiles:
-        jobs.append((f"profile {name}", measure_profile, (spec, name), ("profiles", name)))
-    jobs.append(("memory probes", measure_memory_probes, (config, spec, manifest), ("memory_probes",)))
+        jobs.append(Job(f"profile {name}", measure_profile, (spec, name), ("profiles", name)))
+    # the probes start a process per component themselves
+    probes = Job("memory probes", measure_memory_probes, (config, spec, manifest), ("memory_probes",), False)
+    jobs.append(probes)
     return jobs
 
 
 def run_job(job: Job, raw: dict[str, Any], config: SpeedConfig, prefix: str) -> None:
     """Run one measurement (each runtime in a process of its own; the memory probes start their own)
     and store its result in ``raw``, or its failure in ``raw["errors"]``."""
-    label, fn, args, where = job
+    label, fn, args, where, isolated = job
     log.info("%s %s", prefix, label)
     t0 = time.perf_counter()
     try:
-        if fn is measure_memory_probes:
-            result = fn(*args)
-        else:
+        if isolated:
             result = run_isolated(fn, *args, fresh=config.fresh_processes)
+        else:
+            result = fn(*args)
     except WorkerFailed as exc:
         log.error("%s failed: %s", label, exc)
         raw["errors"].append({"task": label, "error": str(exc)})
@@ -186,28 +202,8 @@ def run_job(job: Job, raw: dict[str, Any], config: SpeedConfig, prefix: str) -> 
         target = raw
         for key in where[:-1]:
             target = target[key]
-        target[where[-1]] = result
+        target[where[-1]] = result.to_dict() if isinstance(result, Record) else result
     log.info("%s %s done in %.1fs", prefix, label, time.perf_counter() - t0)
-
-
-def measure_memory_probes(config: SpeedConfig, spec: Any, manifest: dict[str, Any]) -> dict[str, Any]:
-    """What the exported runtime's memory is made of, and what other settings would save (each in its
-    own process): imports without torch, llama.cpp loading modes, ONNX Runtime with / without weight
-    prepacking."""
-    from benchmarks.speed.workers import probe_lean_imports_mb, probe_llama_model_mb, probe_onnx_session_mb
-
-    bundle = Path(spec.bundle)
-    gguf = str(bundle / manifest["lm"][config.deploy_lm]["file"])
-    out: dict[str, Any] = {"lean_imports_mb": probe_lean_imports_mb(), "llama": {}, "onnx": {}}
-    for mode in ("default", "no_mmap", "no_repack"):
-        out["llama"][mode] = run_isolated(probe_llama_model_mb, gguf, mode)
-    for v in config.vision:
-        path = str(bundle / manifest["vision"][v]["file"])
-        out["onnx"][v] = {
-            "default": run_isolated(probe_onnx_session_mb, path, config.threads, True),
-            "no_prepack": run_isolated(probe_onnx_session_mb, path, config.threads, False),
-        }
-    return out
 
 
 def _manifest_facts(manifest: dict[str, Any]) -> dict[str, Any]:

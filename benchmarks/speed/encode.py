@@ -9,6 +9,7 @@ import numpy as np
 
 from benchmarks.speed.config import SpeedConfig
 from benchmarks.speed.machine import kv_bytes_per_token
+from benchmarks.speed.measured import Measured, RuntimeRun, VisionRun, med
 from benchmarks.speed.rows import (
     Bandwidth,
     Cosine,
@@ -19,15 +20,15 @@ from benchmarks.speed.rows import (
     ModelFacts,
     VisionRow,
 )
-from benchmarks.speed.stats import med, pct_overhead, ratio
+from benchmarks.speed.stats import pct_overhead, ratio
 
 
-def model_facts(raw: dict[str, Any], decode_bytes: dict[str, DecodeBytes]) -> ModelFacts:
-    model = raw["manifest"]["model"]
+def model_facts(m: Measured, decode_bytes: dict[str, DecodeBytes]) -> ModelFacts:
+    model = m.manifest["model"]
     any_lm = next(iter(decode_bytes.values()), None)
     return ModelFacts(
-        preset=raw["config"]["preset"],
-        source=raw["prepared"]["source"],
+        preset=m.config["preset"],
+        source=m.prepared["source"],
         id=model["id"],
         image_tokens=model["image_tokens"],
         image_size=model["image_size"],
@@ -47,14 +48,14 @@ def file_rows(manifest: dict[str, Any]) -> list[FileRow]:
     ]
 
 
-def export_facts(raw: dict[str, Any]) -> ExportFacts:
-    prepared = raw["prepared"]
+def export_facts(m: Measured) -> ExportFacts:
+    prepared = m.prepared
     return ExportFacts(
         built_now=prepared["built_now"],
         exported_now=prepared["exported_now"],
-        exported_at=raw["manifest"].get("created"),
+        exported_at=m.manifest.get("created"),
         build=prepared.get("build", {}),
-        bundle_timings=raw["manifest"].get("timings", {}),
+        bundle_timings=m.manifest.get("timings", {}),
         cache_entry=prepared["cache_entry"],
     )
 
@@ -73,38 +74,39 @@ def cosines(a_path: str | None, b_path: str | None) -> Cosine | None:
     return Cosine(mean=float(cos.mean()), min=float(cos.min()))
 
 
-def _vision_sources(raw: dict[str, Any], config: SpeedConfig) -> list[tuple[str, str, dict[str, Any] | None]]:
-    """(key, label, worker vision record) of PyTorch and each ONNX precision."""
-    sources = [("torch-fp32", "PyTorch fp32", (raw.get("torch") or {}).get("vision"))]
+def _vision_sources(m: Measured, config: SpeedConfig) -> list[tuple[str, str, VisionRun | None]]:
+    """(key, label, vision measurement) of PyTorch and each ONNX precision."""
+    sources = [("torch-fp32", "PyTorch fp32", m.torch.vision if m.torch else None)]
     for v in config.vision:
         deploy = v == config.deploy_vision
-        entry = raw["exported"].get(config.deploy_lm) if deploy else raw["vision_variants"].get(v)
-        sources.append((f"onnx-{v}", f"ONNX {v}", (entry or {}).get("vision")))
+        run = m.exported.get(config.deploy_lm) if deploy else m.vision_variants.get(v)
+        sources.append((f"onnx-{v}", f"ONNX {v}", run.vision if run else None))
     return sources
 
 
-def vision_rows(raw: dict[str, Any], config: SpeedConfig) -> list[VisionRow]:
-    sources = _vision_sources(raw, config)
+def vision_rows(m: Measured, config: SpeedConfig) -> list[VisionRow]:
+    sources = _vision_sources(m, config)
     torch_vision = sources[0][2]
-    ref_ms = med(torch_vision, "ms_per_image")
-    ref_features = (torch_vision or {}).get("features")
-    fp32_features = next(((s[2] or {}).get("features") for s in sources if s[0] == "onnx-fp32"), None)
+    ref_ms = None if torch_vision is None else torch_vision.ms_per_image.median
+    ref_features = None if torch_vision is None else torch_vision.features
+    fp32 = next((s[2] for s in sources if s[0] == "onnx-fp32"), None)
+    fp32_features = None if fp32 is None else fp32.features
     rows = []
     for key, label, vis in sources:
         if not vis:
             continue
-        ms = med(vis, "ms_per_image")
+        ms = vis.ms_per_image.median
         rows.append(
             VisionRow(
                 key=key,
                 encoder=label,
                 ms_per_image=ms,
-                ms_min=vis["ms_per_image"]["min"],
-                ms_max=vis["ms_per_image"]["max"],
-                preprocess_ms=med(vis, "preprocess_ms"),
+                ms_min=vis.ms_per_image.min,
+                ms_max=vis.ms_per_image.max,
+                preprocess_ms=vis.preprocess_ms.median,
                 speedup_vs_torch=ratio(ref_ms, ms),
-                cosine_vs_torch=cosines(vis.get("features"), ref_features),
-                cosine_vs_onnx_fp32=cosines(vis.get("features"), fp32_features),
+                cosine_vs_torch=cosines(vis.features, ref_features),
+                cosine_vs_onnx_fp32=cosines(vis.features, fp32_features),
             )
         )
     return rows
@@ -112,22 +114,22 @@ def vision_rows(raw: dict[str, Any], config: SpeedConfig) -> list[VisionRow]:
 
 # ------------------------------------------------------------------------------------ LM
 def lm_rows(
-    raw: dict[str, Any], config: SpeedConfig, decode_bytes: dict[str, DecodeBytes], bw: Bandwidth | None
+    m: Measured, config: SpeedConfig, decode_bytes: dict[str, DecodeBytes], bw: Bandwidth | None
 ) -> list[LmRow]:
     """PyTorch fp32 and each GGUF quant: rates, bare llama.cpp on the same file, the roofline."""
     gb_s = None if bw is None else bw.gb_per_s * 1e9
     any_lm = next(iter(decode_bytes.values()), None)
     rows = []
-    if raw.get("torch"):
+    if m.torch:
         per_token = None if any_lm is None else 4 * any_lm.elements_per_token  # fp32 weights
-        rows.append(_lm_row("torch-fp32", "PyTorch fp32", raw["torch"], per_token, None, gb_s, any_lm))
+        rows.append(_lm_row("torch-fp32", "PyTorch fp32", m.torch, per_token, None, gb_s, any_lm))
     for q in config.all_quants:
-        entry = raw["exported"].get(q)
+        entry = m.exported.get(q)
         if not entry:
             continue
         facts = decode_bytes.get(q)
         per_token = None if facts is None else facts.bytes_per_token
-        file_bytes = raw["manifest"]["lm"][q]["bytes"]
+        file_bytes = m.manifest["lm"][q]["bytes"]
         rows.append(_lm_row(f"gguf-{q}", f"GGUF {q}", entry, per_token, file_bytes, gb_s, any_lm))
     return rows
 
@@ -135,13 +137,13 @@ def lm_rows(
 def _lm_row(
     key: str,
     label: str,
-    entry: dict[str, Any],
+    entry: RuntimeRun,
     per_token: float | None,
     file_bytes: float | None,
     gb_s: float | None,
     any_lm: DecodeBytes | None,
 ) -> LmRow:
-    first, bare = entry["first"], entry.get("bare")
+    first, bare = entry.first, entry.bare
     decode = med(first, "decode_forward_per_s")
     bare_decode, bare_prefill = med(bare, "decode_forward_per_s"), med(bare, "prefill_tokens_per_s")
     roofline = ratio(gb_s, per_token)

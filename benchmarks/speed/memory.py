@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from benchmarks.speed.config import SpeedConfig
+from benchmarks.speed.measured import Measured, MemoryRun, RuntimeRun
 from benchmarks.speed.rows import FileRow, MemoryRow
 
 #: tokens: a 729-token image + question + answer fits
@@ -12,56 +13,56 @@ RSS_CONTEXT = 1024
 #: memory stages in the order they run, and how the report names them
 MEMORY_STAGES = {"load": "loading", "vision": "the first vision encode", "first_answer": "the first answer"}
 
-Source = tuple[str, str, dict[str, Any] | None, str | None, str | None]
+Source = tuple[str, str, RuntimeRun | None, str | None, str | None]
 
 
-def _memory_sources(raw: dict[str, Any], config: SpeedConfig) -> list[Source]:
+def _memory_sources(m: Measured, config: SpeedConfig) -> list[Source]:
     """(key, label, worker record, LM precision, vision precision) of every measured runtime."""
     dv, dl = config.deploy_vision, config.deploy_lm
-    sources: list[Source] = [("torch-fp32", "PyTorch fp32", raw.get("torch"), None, None)]
+    sources: list[Source] = [("torch-fp32", "PyTorch fp32", m.torch, None, None)]
     for q in config.all_quants:
-        sources.append((f"exported-{q}-{dv}", f"exported {q} + {dv}", raw["exported"].get(q), q, dv))
-    for v, entry in raw.get("vision_variants", {}).items():
+        sources.append((f"exported-{q}-{dv}", f"exported {q} + {dv}", m.exported.get(q), q, dv))
+    for v, entry in m.vision_variants.items():
         sources.append((f"exported-{dl}-{v}", f"exported {dl} + {v}", entry, dl, v))
-    for name, entry in raw.get("profiles", {}).items():
-        ident = (entry or {}).get("runtime", {})
+    for name, entry in m.profiles.items():
+        ident = entry.runtime
         label = f"profile {name} ({ident.get('lm')} + {ident.get('vision')})"
         sources.append((f"profile-{name}", label, entry, ident.get("lm"), ident.get("vision")))
     return sources
 
 
-def memory_rows(raw: dict[str, Any], config: SpeedConfig) -> list[MemoryRow]:
+def memory_rows(m: Measured, config: SpeedConfig) -> list[MemoryRow]:
     """Peak RSS per runtime and what grew it: imports, loading, the vision run, the first answer."""
     return [
-        memory_row(key, label, entry, lm, vision, raw["manifest"])
-        for key, label, entry, lm, vision in _memory_sources(raw, config)
-        if entry and "memory" in entry
+        memory_row(key, label, entry, entry.memory, lm, vision, m.manifest)
+        for key, label, entry, lm, vision in _memory_sources(m, config)
+        if entry and entry.memory
     ]
 
 
 def memory_row(
     key: str,
     label: str,
-    entry: dict[str, Any],
+    entry: RuntimeRun,
+    memory: MemoryRun,
     lm: str | None,
     vision: str | None,
     manifest: dict[str, Any],
 ) -> MemoryRow:
-    mem = entry["memory"]
-    after = mem.get("rss_after_mb", {})
-    base, peak = mem["baseline_rss_mb"], mem["peak_rss_mb"]
+    after = memory.rss_after_mb
+    base, peak = memory.baseline_rss_mb, memory.peak_rss_mb
     steps, previous = {}, base
     for stage in MEMORY_STAGES:
         if stage in after:
             steps[stage] = after[stage] - previous
             previous = after[stage]
-    context = entry.get("llama_context") or {}
+    context = entry.llama_context or {}
     return MemoryRow(
         key=key,
         runtime=label,
         lm=lm,
         vision=vision,
-        context_length=entry.get("runtime", {}).get("context_length"),
+        context_length=entry.runtime.get("context_length"),
         peak_rss_mb=peak,
         baseline_rss_mb=base,
         growth_mb=steps,

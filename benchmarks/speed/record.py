@@ -2,7 +2,8 @@
 
 Every record is a frozen dataclass deriving from :class:`Record`: :meth:`Record.to_dict` gives the
 JSON object (field names are the JSON keys, in field order) and :meth:`Record.from_dict` reads it
-back, nested records, lists and mappings of records included.
+back, nested records, lists and mappings of records included. A field declared with
+``field(default=None, metadata=OMIT_NONE)`` is left out of the JSON while it is None (a key only some workers write).
 """
 
 from __future__ import annotations
@@ -12,13 +13,20 @@ import types
 import typing
 from typing import Any, Self
 
+#: field metadata: leave the key out of the JSON while the value is None
+OMIT_NONE = {"optional": True}
+
 
 @dataclasses.dataclass(frozen=True)
 class Record:
     """Base of the typed records: one to / from JSON path."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: _dump(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        return {
+            f.name: _dump(getattr(self, f.name))
+            for f in dataclasses.fields(self)
+            if not (f.metadata.get("optional") and getattr(self, f.name) is None)
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Self:

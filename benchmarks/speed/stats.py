@@ -8,8 +8,6 @@ forward passes (n - 1 for n answer tokens).
 
 from __future__ import annotations
 
-from typing import Any
-
 #: stage keys of a time breakdown, and how the report names them
 STAGE_NAMES = {
     "image_encode_s": "vision encode",
@@ -17,14 +15,6 @@ STAGE_NAMES = {
     "decode_s": "decode",
     "other_s": "other",
 }
-
-
-def med(entry: Any, key: str) -> float | None:
-    """The median of ``entry[key]`` (a worker summary), or None when missing."""
-    if not entry or key not in entry or entry[key] is None:
-        return None
-    value = entry[key].get("median") if isinstance(entry[key], dict) else entry[key]
-    return None if value is None else float(value)
 
 
 def ratio(a: float | None, b: float | None) -> float | None:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
 
 from benchmarks.speed.config import SpeedConfig
+from benchmarks.speed.measured import Measured, RuntimeRun, SweepPoint, Timed, med
 from benchmarks.speed.rows import LatencyRow, Stages, SweepRow, ThroughputRow
-from benchmarks.speed.stats import med, ratio
+from benchmarks.speed.stats import ratio
 
 
 def deploy_key(config: SpeedConfig) -> str:
@@ -15,7 +15,7 @@ def deploy_key(config: SpeedConfig) -> str:
     return f"exported-{config.deploy_lm}-{config.deploy_vision}"
 
 
-def first_stages(first: dict[str, Any]) -> Stages:
+def first_stages(first: Timed | None) -> Stages:
     """What a first answer is made of: vision, prefill, decode, and the rest of its total."""
     total = med(first, "total_s")
     stages: Stages = {k: med(first, k) for k in ("image_encode_s", "prefill_s", "decode_s")}
@@ -24,7 +24,7 @@ def first_stages(first: dict[str, Any]) -> Stages:
     return stages
 
 
-def ttft_stages(timings: dict[str, Any]) -> Stages:
+def ttft_stages(timings: Timed | None) -> Stages:
     """What the time to first token is made of: vision, prefill, and the rest (template, tokenizer,
     first sampling)."""
     ttft, vision, prefill = med(timings, "ttft_s"), med(timings, "image_encode_s"), med(timings, "prefill_s")
@@ -32,9 +32,8 @@ def ttft_stages(timings: dict[str, Any]) -> Stages:
     return {"image_encode_s": vision, "prefill_s": prefill, "other_s": other}
 
 
-def latency_row(key: str, label: str, entry: dict[str, Any]) -> LatencyRow:
-    first, second = entry.get("first") or {}, entry.get("second") or {}
-    ident = entry.get("runtime", {})
+def latency_row(key: str, label: str, entry: RuntimeRun) -> LatencyRow:
+    first, second, ident = entry.first, entry.second, entry.runtime
     return LatencyRow(
         key=key,
         runtime=label,
@@ -52,66 +51,62 @@ def latency_row(key: str, label: str, entry: dict[str, Any]) -> LatencyRow:
     )
 
 
-def latency_rows(raw: dict[str, Any], config: SpeedConfig) -> list[LatencyRow]:
+def latency_rows(m: Measured, config: SpeedConfig) -> list[LatencyRow]:
     rows = []
-    if raw.get("torch"):
-        rows.append(latency_row("torch-fp32", "PyTorch fp32", raw["torch"]))
+    if m.torch:
+        rows.append(latency_row("torch-fp32", "PyTorch fp32", m.torch))
     for q in [config.deploy_lm, *(q for q in config.all_quants if q != config.deploy_lm)]:
-        if raw["exported"].get(q):
+        if m.exported.get(q):
             key, label = f"exported-{q}-{config.deploy_vision}", f"exported {q} + {config.deploy_vision}"
-            rows.append(latency_row(key, label, raw["exported"][q]))
-    for name, entry in raw.get("profiles", {}).items():
-        ident = entry.get("runtime", {})
+            rows.append(latency_row(key, label, m.exported[q]))
+    for name, entry in m.profiles.items():
+        ident = entry.runtime
         label = f"profile {name} ({ident.get('lm')} + {ident.get('vision')})"
         rows.append(latency_row(f"profile-{name}", label, entry))
     torch_total = rows[0].first_total_s if rows and rows[0].key == "torch-fp32" else None
     return [replace(r, first_speedup_vs_torch=ratio(torch_total, r.first_total_s)) for r in rows]
 
 
-def throughput_rows(raw: dict[str, Any], config: SpeedConfig) -> list[ThroughputRow]:
+def throughput_rows(m: Measured, config: SpeedConfig) -> list[ThroughputRow]:
     entries = [
-        ("torch-fp32", "PyTorch fp32, one question at a time, nothing reused", raw.get("torch")),
+        ("torch-fp32", "PyTorch fp32, one question at a time, nothing reused", m.torch),
         (
             deploy_key(config),
             f"exported {config.deploy_lm} + {config.deploy_vision}, reuse",
-            raw["exported"].get(config.deploy_lm),
+            m.exported.get(config.deploy_lm),
         ),
     ]
     rows = []
     for key, label, entry in entries:
-        t = (entry or {}).get("throughput")
+        t = None if entry is None else entry.throughput
         if t:
             rows.append(
                 ThroughputRow(
                     key=key,
                     runtime=label,
-                    questions=t["questions"],
-                    images=t["images"],
-                    seconds=t["seconds"],
-                    questions_per_minute=t["questions_per_minute"],
-                    median_question_s=med(t["per_question"], "total_s"),
+                    questions=t.questions,
+                    images=t.images,
+                    seconds=t.seconds,
+                    questions_per_minute=t.questions_per_minute,
+                    median_question_s=med(t.per_question, "total_s"),
                 )
             )
     return rows
 
 
-def sweep_rows(raw: dict[str, Any], config: SpeedConfig) -> list[SweepRow]:
-    deploy = raw["exported"].get(config.deploy_lm)
+def sweep_rows(m: Measured, config: SpeedConfig) -> list[SweepRow]:
+    deploy = m.exported.get(config.deploy_lm)
     if not deploy:
         return []
-    points = [{"threads": config.threads, "vision": deploy.get("vision"), "first": deploy.get("first")}]
-    points += deploy.get("sweep") or []
-    rows = []
-    for p in sorted(points, key=lambda p: p["threads"]):
-        first = p.get("first") or {}
-        rows.append(
-            SweepRow(
-                threads=p["threads"],
-                vision_ms=med(p.get("vision"), "ms_per_image"),
-                prefill_tokens_per_s=med(first, "prefill_tokens_per_s"),
-                decode_forward_per_s=med(first, "decode_forward_per_s"),
-                ttft_s=med(first, "ttft_s"),
-                total_s=med(first, "total_s"),
-            )
+    points = [SweepPoint(config.threads, deploy.vision, deploy.first), *(deploy.sweep or [])]
+    return [
+        SweepRow(
+            threads=p.threads,
+            vision_ms=None if p.vision is None else p.vision.ms_per_image.median,
+            prefill_tokens_per_s=med(p.first, "prefill_tokens_per_s"),
+            decode_forward_per_s=med(p.first, "decode_forward_per_s"),
+            ttft_s=med(p.first, "ttft_s"),
+            total_s=med(p.first, "total_s"),
         )
-    return rows
+        for p in sorted(points, key=lambda p: p.threads)
+    ]
