@@ -17,6 +17,10 @@ shared machine: run the real measurement alone.
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from benchmarks.speed.rows import SpeedResults
 
 
 def _csv(text: str) -> tuple[str, ...]:
@@ -131,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def print_summary(results) -> None:
+def print_summary(results: SpeedResults) -> None:
     """The machine, each preset's targets (target / measured / met?) and where the report went."""
     from benchmarks.speed.report import busy
     from benchmarks.speed.text import fmt, met_text

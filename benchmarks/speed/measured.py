@@ -88,18 +88,16 @@ class RuntimeRun(Record):
 
     runtime: dict[str, Any]  # the runtime's identity (name, precisions, threads, context)
     load_s: float
-    llama_context: dict[str, Any] | None = field(
-        default=None, metadata=OMIT_NONE
-    )  # what llama.cpp's log says it made
+    # what llama.cpp's log says it made
+    llama_context: dict[str, Any] | None = field(default=None, metadata=OMIT_NONE)
     vision: VisionRun | None = None
+    memory: MemoryRun | None = field(default=None, metadata=OMIT_NONE)
+    bare_settings: dict[str, Any] | None = field(default=None, metadata=OMIT_NONE)
     first: Timed | None = field(default=None, metadata=OMIT_NONE)
     second: Timed | None = field(default=None, metadata=OMIT_NONE)
-    bare: Timed | None = field(
-        default=None, metadata=OMIT_NONE
-    )  # bare llama.cpp on the same GGUF, interleaved
-    bare_settings: dict[str, Any] | None = field(default=None, metadata=OMIT_NONE)
+    # bare llama.cpp on the same GGUF, interleaved with the runtime
+    bare: Timed | None = field(default=None, metadata=OMIT_NONE)
     throughput: ThroughputRun | None = field(default=None, metadata=OMIT_NONE)
-    memory: MemoryRun | None = field(default=None, metadata=OMIT_NONE)
     sweep: list[SweepPoint] | None = field(default=None, metadata=OMIT_NONE)
 
 

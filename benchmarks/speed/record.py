@@ -3,7 +3,8 @@
 Every record is a frozen dataclass deriving from :class:`Record`: :meth:`Record.to_dict` gives the
 JSON object (field names are the JSON keys, in field order) and :meth:`Record.from_dict` reads it
 back, nested records, lists and mappings of records included. A field declared with
-``field(default=None, metadata=OMIT_NONE)`` is left out of the JSON while it is None (a key only some workers write).
+``field(default=None, metadata=OMIT_NONE)`` is left out of the JSON while it is None (a key only
+some workers write).
 """
 
 from __future__ import annotations
