@@ -20,8 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from impvlm.errors import ImpError
+from impvlm.templates import SHORT_ANSWER_SUFFIX  # noqa: F401  (re-exported: the tasks' suffixes live here)
+
 # Instruction suffixes found in LLaVA-1.5's question files (already part of ``text``).
-SHORT_ANSWER_SUFFIX = "Answer the question using a single word or phrase."
 MULTIPLE_CHOICE_SUFFIX = "Answer with the option's letter from the given choices directly."
 UNANSWERABLE_SUFFIX = "When the provided information is insufficient, respond with 'Unanswerable'."
 
@@ -34,7 +36,7 @@ STATUS_SUBMISSION = "submission"  # scored by an evaluation server: upload write
 STATUS_UNGRADED = "ungraded"  # needs an LLM judge that was not configured; answers are kept
 
 
-class BenchmarkError(Exception):
+class BenchmarkError(ImpError):
     """A user-facing benchmark error whose message is one line naming what is at fault."""
 
 
@@ -247,12 +249,6 @@ def prepare_out_dir(path: Path, option: str = "--out") -> Path:
     if not os.access(path, os.W_OK | os.X_OK):
         raise BenchmarkOptionError(f"{option} {path} is not writable (read-only file system or permissions)")
     return path
-
-
-def os_error_line(exc: OSError) -> str:
-    """One line for a failed file operation: the file and the system's reason."""
-    where = f"{exc.filename}: " if exc.filename else ""
-    return f"{where}{exc.strerror or exc}"
 
 
 def write_json(path: Path, obj: Any, indent: int | None = None) -> Path:

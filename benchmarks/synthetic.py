@@ -73,6 +73,7 @@ from impvlm.data.synthetic import (
     sample_scene,
 )
 from impvlm.errors import ConfigError
+from impvlm.templates import IMAGE_TOKEN
 
 log = logging.getLogger(__name__)
 
@@ -892,7 +893,7 @@ class _Suite:
             record: dict[str, Any] = {"id": pid}
             if with_image:
                 record["image"] = f"{pid}/image.png"
-                prompt = "<image>\n" + prompt
+                prompt = IMAGE_TOKEN + "\n" + prompt
             record["conversations"] = [
                 {"from": "human", "value": prompt},
                 {"from": "gpt", "value": letters[choices.index(answer)]},

@@ -83,13 +83,16 @@ def main(argv: list[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 0
-    from impvlm.errors import ImpError
+    from impvlm.errors import ImpError, os_error_line
 
     module = importlib.import_module(args._module)
     try:
         return int(module.run(args) or 0)
     except ImpError as exc:
         print(f"imp {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a file the user named cannot be read or written
+        print(f"imp {args.command}: error: {os_error_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"imp {args.command}: interrupted", file=sys.stderr)
