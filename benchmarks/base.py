@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from impvlm.errors import ImpError
-from impvlm.templates import SHORT_ANSWER_SUFFIX  # noqa: F401  (re-exported: the tasks' suffixes live here)
-
-# Instruction suffixes found in LLaVA-1.5's question files (already part of ``text``).
+# Instruction suffixes found in LLaVA-1.5's question files (already part of ``text``). The scorers
+# import nothing of impvlm (they run without torch), so the short-answer line is written here as well
+# as in impvlm.templates (for the training data); tests/test_towers.py keeps the two equal.
+SHORT_ANSWER_SUFFIX = "Answer the question using a single word or phrase."
 MULTIPLE_CHOICE_SUFFIX = "Answer with the option's letter from the given choices directly."
 UNANSWERABLE_SUFFIX = "When the provided information is insufficient, respond with 'Unanswerable'."
 
@@ -36,8 +36,12 @@ STATUS_SUBMISSION = "submission"  # scored by an evaluation server: upload write
 STATUS_UNGRADED = "ungraded"  # needs an LLM judge that was not configured; answers are kept
 
 
-class BenchmarkError(ImpError):
-    """A user-facing benchmark error whose message is one line naming what is at fault."""
+class BenchmarkError(Exception):
+    """A user-facing benchmark error whose message is one line naming what is at fault.
+
+    Not an :class:`impvlm.errors.ImpError` only because the scorers import nothing of impvlm; the
+    ``imp`` command treats both alike (:data:`impvlm.cli.user_errors`).
+    """
 
 
 class UnknownBenchmarkError(BenchmarkError, ValueError):

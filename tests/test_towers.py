@@ -43,12 +43,15 @@ def test_one_image_token_and_short_answer_instruction() -> None:
 
     assert impvlm.tokenizer.IMAGE_TOKEN is impvlm.templates.IMAGE_TOKEN == "<image>"
     instruction = impvlm.templates.SHORT_ANSWER_SUFFIX
-    assert benchmarks.base.SHORT_ANSWER_SUFFIX is instruction
+    assert instruction == benchmarks.base.SHORT_ANSWER_SUFFIX  # the scorers' copy (they import no impvlm)
     assert "\n" + instruction == impvlm.data.synthetic.SHORT_ANSWER_SUFFIX
 
 
 @pytest.mark.parametrize(
     "error", [BenchmarkError, UnknownBenchmarkError, BenchmarkDataError, BenchmarkOptionError, ExportError]
 )
-def test_every_user_error_is_an_imp_error(error: type[Exception]) -> None:
-    assert issubclass(error, ImpError)
+def test_the_cli_treats_every_user_error_alike(error: type[Exception]) -> None:
+    from impvlm.cli import user_errors
+
+    assert issubclass(error, user_errors())
+    assert issubclass(ExportError, ImpError)

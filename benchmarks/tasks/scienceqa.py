@@ -34,7 +34,6 @@ from benchmarks.base import (
     SampleScore,
     read_json,
 )
-from impvlm.templates import IMAGE_TOKEN
 
 FOLDER = "scienceqa"
 QUESTION_FILE = "llava_test_CQM-A.json"
@@ -92,7 +91,7 @@ class ScienceQA(Benchmark):
                 human = record["conversations"][0]["value"]
             except (KeyError, IndexError, TypeError):
                 raise BenchmarkDataError(f"record {i} of {path} lacks id / conversations") from None
-            prompt = human.replace(IMAGE_TOKEN, "").strip()
+            prompt = human.replace("<image>", "").strip()
             meta = {"has_image": "image" in record, "n_choices": count_option_lines(prompt)}
             convs = record["conversations"]
             if len(convs) > 1 and convs[1].get("value") in OPTIONS:
