@@ -26,6 +26,7 @@ import torch
 from impvlm.config import ImpConfig
 from impvlm.errors import CheckpointError
 from impvlm.modeling import ImpForCausalLM
+from impvlm.towers import DEFAULT_TOWER, find_tower
 
 CONFIG_FILE = "config.json"
 WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin", "model*.bin")
@@ -216,16 +217,13 @@ def config_from_upstream(raw: dict[str, Any]) -> ImpConfig:
     vision = dict(raw.get("vision_tower_config") or raw.get("vision_config") or {})
     if not vision:
         raise CheckpointError("upstream config.json has no vision_tower_config: not an Imp checkpoint")
-    vision.setdefault("model_type", "siglip_vision_model")
-    if vision["model_type"] == "siglip":
-        vision["model_type"] = "siglip_vision_model"
-    if vision["model_type"] == "clip":
-        vision["model_type"] = "clip_vision_model"
+    family = find_tower(vision.setdefault("model_type", DEFAULT_TOWER.model_type))
+    vision["model_type"] = family.model_type if family else vision["model_type"]
     total, select = upstream_used_vision_layers(raw)
-    if vision["model_type"] == "siglip_vision_model":
+    if family and family.truncated:
         # Imp's treatment: keep the layers up to the selected one, take the last of them.
         vision["num_hidden_layers"] = total + select + 1
-        vision["vision_use_head"] = False
+        vision.update(family.config_overrides)
         select = -1
     keep = {k: v for k, v in vision.items() if not k.startswith("_") and k not in ("architectures",)}
     return ImpConfig(
@@ -265,7 +263,7 @@ def convert_upstream_state_dict(state: dict[str, torch.Tensor], config: ImpConfi
             m = re.search(r"encoder\.layers\.(\d+)\.", new)
             if m and int(m.group(1)) >= kept_layers:
                 continue
-            if ".post_layernorm." in new and config.vision_config.model_type == "siglip_vision_model":
+            if ".post_layernorm." in new and config.tower.truncated:
                 continue
             if ".head." in new:
                 continue

@@ -65,6 +65,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def user_errors() -> tuple[type[Exception], ...]:
+    """The errors ``imp`` prints as one line: :class:`ImpError` and the benchmarks' own base (the
+    scorers import nothing of impvlm, so theirs cannot derive from it)."""
+    from benchmarks.base import BenchmarkError
+    from impvlm.errors import ImpError
+
+    return (ImpError, BenchmarkError)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -83,13 +92,16 @@ def main(argv: list[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 0
-    from impvlm.errors import ImpError
+    from impvlm.errors import os_error_line
 
     module = importlib.import_module(args._module)
     try:
         return int(module.run(args) or 0)
-    except ImpError as exc:
+    except user_errors() as exc:
         print(f"imp {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a file the user named cannot be read or written
+        print(f"imp {args.command}: error: {os_error_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"imp {args.command}: interrupted", file=sys.stderr)

@@ -11,36 +11,25 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from transformers import CLIPVisionConfig, PhiConfig, PretrainedConfig, SiglipVisionConfig
+from transformers import PhiConfig, PretrainedConfig
 
 from impvlm.errors import ConfigError
+from impvlm.towers import DEFAULT_TOWER, TowerFamily, tower_family
 
-VISION_CONFIG_CLASSES: dict[str, type[PretrainedConfig]] = {
-    "siglip_vision_model": SiglipVisionConfig,
-    "clip_vision_model": CLIPVisionConfig,
-}
 PROJECTOR_PATTERN = re.compile(r"^(linear|identity|mlp(\d+)x_gelu)$")
 ASPECT_RATIO_MODES = ("squash", "pad")
 FEATURE_MODES = ("patch", "cls_patch")
-
-# Published normalisation constants of the two vision families.
-SIGLIP_MEAN_STD = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
-CLIP_MEAN_STD = ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))
 
 
 def build_vision_config(value: PretrainedConfig | dict[str, Any] | None) -> PretrainedConfig:
     """Turn a nested vision config (object or dict with ``model_type``) into a transformers config."""
     if value is None:
-        return SiglipVisionConfig()
+        return DEFAULT_TOWER.config_class()
     if isinstance(value, PretrainedConfig):
         return value
     data = dict(value)
-    model_type = data.pop("model_type", "siglip_vision_model")
-    if model_type not in VISION_CONFIG_CLASSES:
-        raise ConfigError(
-            f"unknown vision tower type {model_type!r}; supported: {', '.join(VISION_CONFIG_CLASSES)}"
-        )
-    return VISION_CONFIG_CLASSES[model_type](**data)
+    model_type = data.pop("model_type", DEFAULT_TOWER.model_type)
+    return tower_family(model_type, upstream_names=False).config_class(**data)
 
 
 class ImpConfig(PhiConfig):
@@ -85,9 +74,7 @@ class ImpConfig(PhiConfig):
         self.mm_vision_select_layer = int(mm_vision_select_layer)
         self.mm_vision_select_feature = mm_vision_select_feature
         self.image_aspect_ratio = image_aspect_ratio
-        default_mean, default_std = (
-            CLIP_MEAN_STD if self.vision_config.model_type == "clip_vision_model" else SIGLIP_MEAN_STD
-        )
+        default_mean, default_std = self.tower.mean_std
         self.image_mean = list(image_mean if image_mean is not None else default_mean)
         self.image_std = list(image_std if image_std is not None else default_std)
         self.image_token_index = int(image_token_index)
@@ -106,8 +93,13 @@ class ImpConfig(PhiConfig):
         return int(self.vision_config.hidden_size)
 
     @property
+    def tower(self) -> TowerFamily:
+        """The vision tower's family (see :mod:`impvlm.towers`)."""
+        return tower_family(self.vision_config.model_type)
+
+    @property
     def has_cls_token(self) -> bool:
-        return self.vision_config.model_type == "clip_vision_model"
+        return self.tower.has_cls
 
     @property
     def num_image_tokens(self) -> int:

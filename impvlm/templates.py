@@ -19,7 +19,11 @@ from typing import Any, Literal
 
 from impvlm.errors import ConfigError, DataError
 
+#: Where an image goes in a prompt; the tokenizer holds it as one special token.
 IMAGE_TOKEN = "<image>"
+#: LLaVA-1.5's short-answer instruction, the last line of a short-answer question (the question files
+#: of VQAv2, GQA, VizWiz, TextVQA, POPE, MME and the synthetic training set carry it in their text).
+SHORT_ANSWER_SUFFIX = "Answer the question using a single word or phrase."
 IGNORE_INDEX = -100
 Role = Literal["user", "assistant"]
 

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from impvlm.errors import CheckpointError, ConfigError, DataError
+from impvlm.templates import IMAGE_TOKEN
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
@@ -36,7 +37,6 @@ log = logging.getLogger(__name__)
 
 PAD_TOKEN = "<|endoftext|>"
 EOS_TOKEN = "</s>"
-IMAGE_TOKEN = "<image>"
 SPECIAL_TOKENS: tuple[str, ...] = (PAD_TOKEN, EOS_TOKEN, IMAGE_TOKEN)  # ids 0, 1, 2
 
 #: The words of the LLaVA/Imp chat template, so the BPE learns them as the model will see them.
