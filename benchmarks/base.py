@@ -20,7 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-# Instruction suffixes found in LLaVA-1.5's question files (already part of ``text``).
+# Instruction suffixes found in LLaVA-1.5's question files (already part of ``text``). The scorers
+# import nothing of impvlm (they run without torch), so the short-answer line is written here as well
+# as in impvlm.templates (for the training data); tests/test_towers.py keeps the two equal.
 SHORT_ANSWER_SUFFIX = "Answer the question using a single word or phrase."
 MULTIPLE_CHOICE_SUFFIX = "Answer with the option's letter from the given choices directly."
 UNANSWERABLE_SUFFIX = "When the provided information is insufficient, respond with 'Unanswerable'."
@@ -35,7 +37,11 @@ STATUS_UNGRADED = "ungraded"  # needs an LLM judge that was not configured; answ
 
 
 class BenchmarkError(Exception):
-    """A user-facing benchmark error whose message is one line naming what is at fault."""
+    """A user-facing benchmark error whose message is one line naming what is at fault.
+
+    Not an :class:`impvlm.errors.ImpError` only because the scorers import nothing of impvlm; the
+    ``imp`` command treats both alike (:data:`impvlm.cli.user_errors`).
+    """
 
 
 class UnknownBenchmarkError(BenchmarkError, ValueError):
@@ -247,12 +253,6 @@ def prepare_out_dir(path: Path, option: str = "--out") -> Path:
     if not os.access(path, os.W_OK | os.X_OK):
         raise BenchmarkOptionError(f"{option} {path} is not writable (read-only file system or permissions)")
     return path
-
-
-def os_error_line(exc: OSError) -> str:
-    """One line for a failed file operation: the file and the system's reason."""
-    where = f"{exc.filename}: " if exc.filename else ""
-    return f"{where}{exc.strerror or exc}"
 
 
 def write_json(path: Path, obj: Any, indent: int | None = None) -> Path:

@@ -24,11 +24,10 @@ from benchmarks.base import BenchmarkDataError
 from benchmarks.run_inputs import RESULTS_FILE, RUN_FILE
 from benchmarks.runner import SAMPLES
 from benchmarks.stats import bootstrap_delta_ci, is_binary, mcnemar_exact
+from export.quant_types import near_lossless
 
 # Headlines in other units than percent, converted to percentage points for the thresholds.
 POINT_SCALE = {"mme": 100 / 2000}
-NEAR_LOSSLESS_LM = {"f32", "f16", "bf16", "q8_0"}
-NEAR_LOSSLESS_VISION = {None, "fp32", "fp16"}
 NOT_COMPARABLE = "NOT COMPARABLE"
 
 
@@ -67,10 +66,7 @@ class Run:
             return True
         if kind == "native":
             return False  # llama.cpp's own preprocessing differs from Imp's: measured, not held to 0.2 pt
-        return (
-            self.identity.get("lm") in NEAR_LOSSLESS_LM
-            and self.identity.get("vision") in NEAR_LOSSLESS_VISION
-        )
+        return near_lossless(self.identity.get("lm"), self.identity.get("vision"))
 
     @property
     def threshold_class(self) -> str:

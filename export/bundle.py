@@ -29,7 +29,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import re
 import shutil
 import time
 from collections.abc import Iterator, Sequence
@@ -41,6 +40,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from export.errors import ExportError
+from export.quant_types import BASE_TYPES, QUANT_TYPES, lm_gate
 from export.tokenizer_check import TokenizerInfo
 from impvlm.errors import BundleError
 
@@ -54,7 +54,7 @@ ONNX_DIR = "onnx"
 GGUF_DIR = "gguf"
 TOKENIZER_DIR = "tokenizer"
 #: Precisions ``write_gguf`` produces directly; every other GGUF type is quantized from one of them.
-GGUF_BASES = ("f32", "f16")
+GGUF_BASES = BASE_TYPES
 #: manifest ``tools`` key -> distribution name.
 TOOL_DISTRIBUTIONS = {
     "impvlm": "impvlm",
@@ -78,40 +78,6 @@ CALIBRATION_TEXT_QUESTIONS = ("Write one sentence about the sea.", "What is two 
 
 #: Greedy tokens compared per calibration prompt.
 N_GREEDY = 16
-
-
-@dataclass(frozen=True)
-class LMGate:
-    """What a GGUF file must reach against PyTorch on the calibration prompts.
-
-    ``max_rel_logit_error``: mean |logit error| over the mean per-position std of PyTorch's logits
-    (scale-free, so it means the same on a flat random tiny model and on a trained one);
-    ``max_mean_kl``: mean KL(PyTorch || llama.cpp) of the next-token distributions. Tokenization must
-    match exactly. Top-1 and greedy agreement are recorded, not gated: near-ties flip under any
-    quantization (on tiny random models almost every position is a near-tie).
-    """
-
-    max_rel_logit_error: float
-    max_mean_kl: float
-
-
-#: (minimum bits per weight, gate), best first. Measured on the tiny presets (relative error):
-#: f32 0.0004, f16 0.0007, q8_0 0.015, q4_k_m 0.13, q4_0 0.16, q2_k 0.43; the gates leave ~2x room
-#: and stay far below a wrong file (relative error ~1.4, KL >> 1 on a trained model).
-LM_GATES: tuple[tuple[int, LMGate], ...] = (
-    (16, LMGate(max_rel_logit_error=0.01, max_mean_kl=0.01)),
-    (8, LMGate(max_rel_logit_error=0.05, max_mean_kl=0.02)),
-    (5, LMGate(max_rel_logit_error=0.15, max_mean_kl=0.1)),
-    (4, LMGate(max_rel_logit_error=0.3, max_mean_kl=0.3)),
-    (0, LMGate(max_rel_logit_error=0.75, max_mean_kl=1.0)),
-)
-
-
-def lm_gate(qtype: str) -> LMGate:
-    """The gate for a GGUF type name, by its bits per weight (``q4_k_m`` -> 4, ``bf16`` -> 16)."""
-    match = re.match(r"(?:b?f|i?q)(\d+)", qtype)
-    bits = int(match.group(1)) if match else 0
-    return next(gate for minimum, gate in LM_GATES if bits >= minimum)
 
 
 def judge_lm(result: dict[str, Any], logit_scale: float, qtype: str) -> dict[str, Any]:
@@ -467,9 +433,7 @@ class ExportPlan:
 
 
 def _gguf_types() -> tuple[str, ...]:
-    from export.quantize import QUANT_TYPES
-
-    return tuple(dict.fromkeys([*GGUF_BASES, *QUANT_TYPES]))
+    return tuple(QUANT_TYPES)
 
 
 def default_calibration(config: Any) -> list[str]:
@@ -516,7 +480,7 @@ def export_bundle(
         checkpoint: the merged checkpoint folder (tokenizer files inside unless ``tokenizer_dir``).
         out: the bundle folder; replaced if it holds a bundle, refused if it holds anything else.
         gguf: GGUF types for the LM: ``f32``/``f16`` (written directly) and any of
-            :data:`export.quantize.QUANT_TYPES` (quantized from an f32 base when ``f32`` is asked
+            :data:`export.quant_types.QUANT_TYPES` (quantized from an f32 base when ``f32`` is asked
             for, else from f16). Empty: no LM.
         onnx: vision encoder precisions (``fp32``, ``fp16``, ``int8``). Empty: no vision encoder.
         validate: compare every file with the PyTorch model (ONNX parity, GGUF ``validate_gguf``);
@@ -741,7 +705,7 @@ class _BundleWriter:
         )
         from impvlm.templates import IMAGE_TOKEN, get_template
 
-        best = next((p for p in ("f32", "f16", "bf16", "q8_0") if p in lm), next(iter(lm)))
+        best = next((p for p, q in QUANT_TYPES.items() if q.near_lossless and p in lm), next(iter(lm)))
         image_prompts = [p for p in (prompts or default_calibration(model.config)) if IMAGE_TOKEN in p]
         with self._step(f"mmproj {','.join(self.plan.mmproj)}", "mmproj_seconds"):
             written = export_mmproj(

@@ -19,12 +19,13 @@ import numpy as np
 from gguf import LlamaFileType
 
 from export.errors import ExportError
+from export.quant_types import QUANT_TYPES
 
 #: Base precisions written directly (others are quantized by llama.cpp from the f16 or f32 base):
 #: ``dtype`` name -> (numpy dtype of 2-D+ weights, ``general.file_type``).
 BASE_DTYPES: dict[str, tuple[type[np.floating], LlamaFileType]] = {
-    "f32": (np.float32, LlamaFileType.ALL_F32),
-    "f16": (np.float16, LlamaFileType.MOSTLY_F16),
+    "f32": (np.float32, QUANT_TYPES["f32"].file_type),
+    "f16": (np.float16, QUANT_TYPES["f16"].file_type),
 }
 
 

@@ -231,9 +231,9 @@ def _gguf_fields(root: Path, rel: str, keys: Sequence[str]) -> dict[str, Any]:
 
 
 def _file_type(precision: str) -> int | None:
-    from export.quantize import QUANT_TYPES
+    from export.quant_types import QUANT_TYPES
 
-    return int(QUANT_TYPES[precision]) if precision in QUANT_TYPES else None
+    return int(QUANT_TYPES[precision].file_type) if precision in QUANT_TYPES else None
 
 
 def _compare(rel: str, pairs: list[tuple[str, Any, Any]]) -> None:

@@ -38,7 +38,6 @@ import collections
 import contextlib
 import ctypes
 import logging
-import re
 import shutil
 import threading
 import time
@@ -54,6 +53,7 @@ from gguf import MODEL_TENSOR, TENSOR_NAMES, GGUFType, LlamaFileType
 
 from export.errors import ExportError
 from export.gguf_file import BASE_DTYPES, GGUFTensor, write_gguf_file
+from export.quant_types import QUANT_TYPES, mmproj_gate
 
 log = logging.getLogger(__name__)
 mtmd_log = logging.getLogger("export.mtmd")
@@ -460,24 +460,6 @@ class MtmdEncoder:
 
 
 # ------------------------------------------------------------------------------------ validation
-@dataclass(frozen=True)
-class MmprojGate:
-    """Lowest per-token cosine to PyTorch on the *same pixels* (llama.cpp's graph and file only)."""
-
-    min_cos: float
-    mean_cos: float
-
-
-#: (minimum bits per weight, gate), best first. Measured on imp-tiny (mean cos): f32/f16 0.999999,
-#: q8_0 0.9998, q6_k 0.9995, q5_0 0.994, q4_k_m 0.993, q4_0 0.983. A file that runs one layer too
-#: few (the feature-layer trap) gives ~0.95 at f16; a wrong tensor layout far less.
-MMPROJ_GATES: tuple[tuple[int, MmprojGate], ...] = (
-    (16, MmprojGate(min_cos=0.99, mean_cos=0.999)),
-    (8, MmprojGate(min_cos=0.98, mean_cos=0.998)),
-    (5, MmprojGate(min_cos=0.95, mean_cos=0.99)),
-    (4, MmprojGate(min_cos=0.9, mean_cos=0.97)),
-    (0, MmprojGate(min_cos=0.8, mean_cos=0.9)),
-)
 #: The upstream defect a CLIP tower runs into (the llava graph appends the class token after the
 #: patches while its inputs assume it first): the file is right, the library computes something else.
 CLS_ORDER_BUG = "ggml-org/llama.cpp#25814"
@@ -486,12 +468,6 @@ VALIDATION_IMAGES_DESCRIPTION = (
     "synthetic scenes (impvlm.data.synthetic, seed 1) rendered at 2x the input size: square, "
     "cropped to 4:3 landscape, 3:4 portrait and 2:1 wide, plus a uniform-noise square"
 )
-
-
-def mmproj_gate(qtype: str) -> MmprojGate:
-    match = re.match(r"(?:b?f|i?q)(\d+)", qtype)
-    bits = int(match.group(1)) if match else 0
-    return next(gate for minimum, gate in MMPROJ_GATES if bits >= minimum)
 
 
 def validation_images(config: Any, seed: int = 1) -> list[Any]:
@@ -752,9 +728,7 @@ def default_image_prompts(config: Any) -> list[str]:
 
 def mmproj_types() -> tuple[str, ...]:
     """Every precision ``--mmproj`` accepts: the bases and llama.cpp's quantization types."""
-    from export.quantize import QUANT_TYPES
-
-    return tuple(dict.fromkeys([*BASE_DTYPES, *QUANT_TYPES]))
+    return tuple(QUANT_TYPES)
 
 
 def export_mmproj(

@@ -53,6 +53,7 @@ import torch
 from torch import nn
 
 from export.errors import ExportError
+from export.quant_types import ONNX_PRECISIONS
 from impvlm.config import ImpConfig
 from impvlm.modeling import ImpForCausalLM
 from impvlm.projector import build_projector
@@ -65,7 +66,7 @@ log = logging.getLogger(__name__)
 
 INPUT_NAME = "pixel_values"
 OUTPUT_NAME = "image_features"
-PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
+PRECISIONS: tuple[str, ...] = tuple(ONNX_PRECISIONS)
 #: onnx-community names, by precision.
 FILENAMES: Mapping[str, str] = {
     "fp32": "vision_encoder.onnx",

@@ -35,50 +35,25 @@ import numpy as np
 from gguf import LlamaFileType
 
 from export.errors import ExportError
+from export.quant_types import QUANT_TYPES, file_type_name, quant_type
 
 log = logging.getLogger(__name__)
 
-#: Quantization names (as llama.cpp's ``llama-quantize`` spells them, lower case) -> file types.
-#: Types that require an importance matrix (IQ1/IQ2/IQ3_XXS, Q2_K_S) are not offered.
-QUANT_TYPES: dict[str, LlamaFileType] = {
-    "f32": LlamaFileType.ALL_F32,
-    "f16": LlamaFileType.MOSTLY_F16,
-    "bf16": LlamaFileType.MOSTLY_BF16,
-    "q8_0": LlamaFileType.MOSTLY_Q8_0,
-    "q6_k": LlamaFileType.MOSTLY_Q6_K,
-    "q5_k_m": LlamaFileType.MOSTLY_Q5_K_M,
-    "q5_k_s": LlamaFileType.MOSTLY_Q5_K_S,
-    "q5_1": LlamaFileType.MOSTLY_Q5_1,
-    "q5_0": LlamaFileType.MOSTLY_Q5_0,
-    "q4_k_m": LlamaFileType.MOSTLY_Q4_K_M,
-    "q4_k_s": LlamaFileType.MOSTLY_Q4_K_S,
-    "q4_1": LlamaFileType.MOSTLY_Q4_1,
-    "q4_0": LlamaFileType.MOSTLY_Q4_0,
-    "iq4_xs": LlamaFileType.MOSTLY_IQ4_XS,
-    "iq4_nl": LlamaFileType.MOSTLY_IQ4_NL,
-    "q3_k_l": LlamaFileType.MOSTLY_Q3_K_L,
-    "q3_k_m": LlamaFileType.MOSTLY_Q3_K_M,
-    "q3_k_s": LlamaFileType.MOSTLY_Q3_K_S,
-    "q2_k": LlamaFileType.MOSTLY_Q2_K,
-}
 IMATRIX_SUM_SUFFIX = ".in_sum2"
 IMATRIX_COUNT_SUFFIX = ".counts"
 
 
 def resolve_quant_type(qtype: str) -> LlamaFileType:
     """``"Q4_K_M"`` / ``"q4_k_m"`` -> ``LlamaFileType.MOSTLY_Q4_K_M``; ExportError lists valid names."""
-    key = str(qtype).strip().lower()
-    if key not in QUANT_TYPES:
+    row = quant_type(qtype)
+    if row is None:
         raise ExportError(f"unknown quantization type {qtype!r}; valid: {', '.join(QUANT_TYPES)}")
-    return QUANT_TYPES[key]
+    return row.file_type
 
 
 def quant_type_name(file_type: int) -> str:
     """The :data:`QUANT_TYPES` name of a ``general.file_type`` value (``"ftype_<n>"`` if not listed)."""
-    for name, value in QUANT_TYPES.items():
-        if int(value) == int(file_type):
-            return name
-    return f"ftype_{int(file_type)}"
+    return file_type_name(file_type)
 
 
 def quantize_gguf(

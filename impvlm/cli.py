@@ -1,9 +1,11 @@
 """The ``imp`` console command.
 
-Each subcommand lives in a small module that exposes ``configure(parser)`` (argparse only, cheap to
-import) and ``run(args) -> int`` (which imports the heavy machinery it needs). This module is the one
-place that reaches into all four packages (``impvlm``, ``export``, ``runtimes``, ``benchmarks``), and
-it does so lazily, so ``imp --help`` stays fast.
+Each subcommand lives in a small module named like it, ``<package>/commands/<command>.py`` (with
+``-`` as ``_``: ``imp bench-data`` is ``benchmarks/commands/bench_data.py``), in the package whose
+machinery it drives. The module exposes ``configure(parser)`` (argparse only, cheap to import) and
+``run(args) -> int`` (which imports the heavy machinery it needs). This module is the one place that
+reaches into all four packages (``impvlm``, ``export``, ``runtimes``, ``benchmarks``), and it does so
+lazily, so ``imp --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -16,37 +18,46 @@ import sys
 # name -> (module with configure/run, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "pipeline": (
-        "benchmarks.cli_pipeline",
+        "benchmarks.commands.pipeline",
         "the offline end-to-end job: data, train, merge, export, benchmark, report",
     ),
     "presets": ("impvlm.commands.presets", "list the model presets and build one to check it"),
     "chat": (
-        "runtimes.cli_chat",
+        "runtimes.commands.chat",
         "ask a checkpoint or an exported bundle about an image (one-shot or interactive)",
     ),
     "bench": (
-        "benchmarks.cli",
+        "benchmarks.commands.bench",
         "run the nine-benchmark suite on a runtime (resumable); re-score or merge runs",
     ),
     "compare": (
-        "benchmarks.cli_compare",
+        "benchmarks.commands.compare",
         "compare runs across runtimes and quants: deltas, agreement, verdict",
     ),
-    "bench-speed": ("benchmarks.cli_speed", "speed and memory of PyTorch vs the exported runtime, per quant"),
+    "bench-speed": (
+        "benchmarks.commands.bench_speed",
+        "speed and memory of PyTorch vs the exported runtime, per quant",
+    ),
     "bench-data": (
-        "benchmarks.cli_synth",
+        "benchmarks.commands.bench_data",
         "write the synthetic nine-benchmark suite in the real file formats",
     ),
     "synth": ("impvlm.commands.synth", "generate the offline synthetic shapes world and its tokenizer"),
-    "train-tower": ("impvlm.commands.tower", "pretrain the tiny vision tower on the synthetic world"),
+    "train-tower": ("impvlm.commands.train_tower", "pretrain the tiny vision tower on the synthetic world"),
     "train": ("impvlm.commands.train", "train a stage (or a chain of stages) from a recipe"),
     "merge": ("impvlm.commands.merge", "fold LoRA and projector stage outputs into one checkpoint"),
-    "export": ("export.cli", "export a checkpoint to a bundle: ONNX vision encoder + GGUF LM + manifest"),
+    "export": (
+        "export.commands.export",
+        "export a checkpoint to a bundle: ONNX vision encoder + GGUF LM + manifest",
+    ),
     "info": (
-        "export.cli_info",
+        "export.commands.info",
         "describe an export bundle (verifying its files) or a checkpoint folder (layout, template, export plan)",
     ),
-    "serve": ("runtimes.cli_serve", "serve a bundle as an OpenAI-compatible chat API with images (HTTP)"),
+    "serve": (
+        "runtimes.commands.serve",
+        "serve a bundle as an OpenAI-compatible chat API with images (HTTP)",
+    ),
 }
 
 
@@ -68,6 +79,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def user_errors() -> tuple[type[Exception], ...]:
+    """The errors ``imp`` prints as one line: :class:`ImpError` and the benchmarks' own base (the
+    scorers import nothing of impvlm, so theirs cannot derive from it)."""
+    from benchmarks.base import BenchmarkError
+    from impvlm.errors import ImpError
+
+    return (ImpError, BenchmarkError)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -86,13 +106,16 @@ def main(argv: list[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 0
-    from impvlm.errors import ImpError
+    from impvlm.errors import os_error_line
 
     module = importlib.import_module(args._module)
     try:
         return int(module.run(args) or 0)
-    except ImpError as exc:
+    except user_errors() as exc:
         print(f"imp {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a file the user named cannot be read or written
+        print(f"imp {args.command}: error: {os_error_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"imp {args.command}: interrupted", file=sys.stderr)

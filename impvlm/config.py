@@ -9,71 +9,28 @@ aspect-ratio mode, the ``<image>`` token and the conversation template.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Any
 
-from transformers import CLIPVisionConfig, PhiConfig, PretrainedConfig, SiglipVisionConfig
+from transformers import PhiConfig, PretrainedConfig
 
 from impvlm.errors import ConfigError
 from impvlm.templates import IMAGE_SENTINEL
+from impvlm.towers import DEFAULT_TOWER, TowerFamily, tower_family
 
 PROJECTOR_PATTERN = re.compile(r"^(linear|identity|mlp(\d+)x_gelu)$")
 ASPECT_RATIO_MODES = ("squash", "pad")
 FEATURE_MODES = ("patch", "cls_patch")
 
-# Published normalisation constants of the two vision families.
-SIGLIP_MEAN_STD = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
-CLIP_MEAN_STD = ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))
-
-
-@dataclass(frozen=True)
-class TowerFamily:
-    """A vision tower family: its transformers config, published normalisation and token layout.
-
-    ``aliases``: the other ``model_type`` spellings upstream configs use for it (the two-tower
-    model's type, LLaVA-Phi's own vision config type).
-    """
-
-    model_type: str
-    config_class: type[PretrainedConfig]
-    mean_std: tuple[tuple[float, float, float], tuple[float, float, float]]
-    has_cls_token: bool
-    aliases: tuple[str, ...] = ()
-
-
-TOWER_FAMILIES: dict[str, TowerFamily] = {
-    f.model_type: f
-    for f in (
-        TowerFamily("siglip_vision_model", SiglipVisionConfig, SIGLIP_MEAN_STD, False, ("siglip",)),
-        TowerFamily(
-            "clip_vision_model",
-            CLIPVisionConfig,
-            CLIP_MEAN_STD,
-            True,
-            ("clip", "llava_phi_clip_vision_model"),
-        ),
-    )
-}
-
-
-def tower_family(model_type: str | None) -> TowerFamily:
-    """The family a vision ``model_type`` (or one of its upstream aliases) belongs to."""
-    for family in TOWER_FAMILIES.values():
-        if model_type == family.model_type or model_type in family.aliases:
-            return family
-    known = [n for f in TOWER_FAMILIES.values() for n in (f.model_type, *f.aliases)]
-    raise ConfigError(f"unknown vision tower type {model_type!r}; supported: {', '.join(known)}")
-
 
 def build_vision_config(value: PretrainedConfig | dict[str, Any] | None) -> PretrainedConfig:
     """Turn a nested vision config (object or dict with ``model_type``) into a transformers config."""
     if value is None:
-        return SiglipVisionConfig()
+        return DEFAULT_TOWER.config_class()
     if isinstance(value, PretrainedConfig):
         return value
     data = dict(value)
-    family = tower_family(data.pop("model_type", "siglip_vision_model"))
-    return family.config_class(**data)
+    model_type = data.pop("model_type", DEFAULT_TOWER.model_type)
+    return tower_family(model_type, upstream_names=False).config_class(**data)
 
 
 class ImpConfig(PhiConfig):
@@ -120,7 +77,7 @@ class ImpConfig(PhiConfig):
         self.mm_vision_select_layer = int(mm_vision_select_layer)
         self.mm_vision_select_feature = mm_vision_select_feature
         self.image_aspect_ratio = image_aspect_ratio
-        default_mean, default_std = tower_family(self.vision_config.model_type).mean_std
+        default_mean, default_std = self.tower.mean_std
         self.image_mean = list(image_mean if image_mean is not None else default_mean)
         self.image_std = list(image_std if image_std is not None else default_std)
         self.image_token_index = int(image_token_index)
@@ -139,8 +96,13 @@ class ImpConfig(PhiConfig):
         return int(self.vision_config.hidden_size)
 
     @property
+    def tower(self) -> TowerFamily:
+        """The vision tower's family (see :mod:`impvlm.towers`)."""
+        return tower_family(self.vision_config.model_type)
+
+    @property
     def has_cls_token(self) -> bool:
-        return tower_family(self.vision_config.model_type).has_cls_token
+        return self.tower.has_cls
 
     @property
     def num_image_tokens(self) -> int:

@@ -2,7 +2,8 @@
 
 Every mistake a user can make (a bad option, a missing file, a broken record) raises an
 :class:`ImpError` whose message is one line naming the thing at fault. The ``imp`` command prints
-that line and exits with status 2 instead of a traceback.
+that line and exits with status 2 instead of a traceback (as it does for a failed file operation,
+an :class:`OSError`, with :func:`os_error_line`).
 """
 
 from __future__ import annotations
@@ -34,3 +35,9 @@ class DataError(ImpError):
 
 class BundleError(ImpError):
     """An exported bundle that is incomplete, tampered with or made for another model."""
+
+
+def os_error_line(exc: OSError) -> str:
+    """One line for a failed file operation: the file and the system's reason."""
+    where = f"{exc.filename}: " if exc.filename else ""
+    return f"{where}{exc.strerror or exc}"

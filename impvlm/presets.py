@@ -11,6 +11,7 @@ from typing import Any
 
 from impvlm.config import ImpConfig
 from impvlm.errors import ConfigError
+from impvlm.towers import CLIP, SIGLIP, tower_family
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,7 @@ class LMSpec:
 class VisionSpec:
     """Vision tower dimensions; ``num_hidden_layers`` is how many layers the tower holds."""
 
-    model_type: str = "siglip_vision_model"
+    model_type: str = SIGLIP.model_type
     hidden_size: int = 1152
     intermediate_size: int = 4304
     num_hidden_layers: int = 26
@@ -63,8 +64,7 @@ class ModelPreset:
     def config(self, **overrides: Any) -> ImpConfig:
         lm = asdict(self.lm)
         vision = asdict(self.vision)
-        if vision["model_type"] == "siglip_vision_model":
-            vision["vision_use_head"] = False
+        vision.update(tower_family(vision["model_type"]).config_overrides)
         values: dict[str, Any] = dict(
             **lm,
             vision_config=vision,
@@ -118,7 +118,7 @@ PRESETS: dict[str, ModelPreset] = {
             "llava-phi-3b",
             "LLaVA-Phi 3B: Phi-2 + CLIP ViT-L/14-336 (hidden_states[-2], CLS dropped), 576 image tokens",
             vision=VisionSpec(
-                model_type="clip_vision_model",
+                model_type=CLIP.model_type,
                 hidden_size=1024,
                 intermediate_size=4096,
                 num_hidden_layers=24,
@@ -148,7 +148,7 @@ PRESETS: dict[str, ModelPreset] = {
             "tiny LLaVA-Phi for tests: Phi hidden 256 x 4 layers, CLIP 64 px (hidden_states[-2], CLS dropped)",
             lm=_TINY_LM,
             vision=VisionSpec(
-                model_type="clip_vision_model",
+                model_type=CLIP.model_type,
                 hidden_size=128,
                 intermediate_size=512,
                 num_hidden_layers=3,

@@ -1,9 +1,6 @@
-"""Vision towers: SigLIP with Imp's treatment and CLIP as LLaVA-Phi uses it.
+"""The vision tower module: SigLIP with Imp's treatment, CLIP as LLaVA-Phi uses it.
 
-- SigLIP (Imp): the tower holds only the layers it uses (Imp deletes the last of 27), the
-  post-layernorm and the pooling head are not used, and all patch tokens are features.
-- CLIP (LLaVA-Phi): the full tower; features are ``hidden_states[select_layer]`` with the CLS token
-  dropped.
+What each family means (class, truncation, class token) is in :mod:`impvlm.towers`.
 """
 
 from __future__ import annotations
@@ -12,7 +9,6 @@ import copy
 
 import torch
 from torch import nn
-from transformers import CLIPVisionModel, SiglipVisionModel
 
 from impvlm.config import ImpConfig
 
@@ -25,13 +21,13 @@ class VisionTower(nn.Module):
         vision_config = copy.deepcopy(config.vision_config)
         self.select_layer = config.mm_vision_select_layer
         self.drop_cls = config.has_cls_token and config.mm_vision_select_feature == "patch"
-        if vision_config.model_type == "siglip_vision_model":
-            vision_config.vision_use_head = False
-            self.model = SiglipVisionModel(vision_config)
+        family = config.tower
+        for key, value in family.config_overrides.items():
+            setattr(vision_config, key, value)
+        self.model = family.model_class()(vision_config)
+        if family.truncated:
             # Imp's features are taken before the post-layernorm: hold no weights for it.
             self.model.vision_model.post_layernorm = nn.Identity()
-        else:
-            self.model = CLIPVisionModel(vision_config)
 
     @property
     def hidden_size(self) -> int:

@@ -17,6 +17,7 @@ import numpy as np
 from export.bundle import Manifest
 from export.llama_session import LlamaSession
 from export.manifest_check import check_vision_shapes
+from export.quant_types import kv_type
 from impvlm.errors import BundleError
 from impvlm.image_processing import ImageProcessor
 from runtimes.llama_lm import LlamaLMRuntime, gpu_layers
@@ -99,7 +100,7 @@ class ExportedRuntime(LlamaLMRuntime):
             n_threads=self.threads,
             n_gpu_layers=gpu_layers(),
             n_batch=max(512, self.num_image_tokens),
-            kv_type="f32" if self.lm_name == "f32" else "f16",
+            kv_type=kv_type(self.lm_name),
         )
         if (n_embd := self._lm.n_embd) != int(model["embedding_width"]):
             self._lm.close()

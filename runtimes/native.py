@@ -27,6 +27,7 @@ import numpy as np
 
 from export.llama_session import LlamaSession
 from export.mmproj import CLS_ORDER_BUG, MtmdEncoder
+from export.quant_types import PREFERENCE, kv_type
 from impvlm.errors import BundleError, ConfigError
 from impvlm.image_processing import ImageInput, ImageProcessor, load_image
 from runtimes.llama_lm import LlamaLMRuntime, gpu_layers
@@ -34,7 +35,7 @@ from runtimes.profiles import LM_PREFERENCE, choose
 
 log = logging.getLogger(__name__)
 
-MMPROJ_PREFERENCE = ("f32", "f16", "bf16", "q8_0", "q6_k", "q5_k_m", "q5_0", "q4_k_m", "q4_0")
+MMPROJ_PREFERENCE = PREFERENCE
 PREPROCESSING = ("llama.cpp", "imp")
 
 
@@ -102,7 +103,7 @@ class LlamaCppNativeRuntime(LlamaLMRuntime):
             n_threads=threads,
             n_gpu_layers=gpu_layers(),
             n_batch=max(512, self.num_image_tokens),
-            kv_type="f32" if self.lm_name == "f32" else "f16",
+            kv_type=kv_type(self.lm_name),
         )
         try:
             self._mtmd = MtmdEncoder(self.bundle / manifest["mmproj"][self.mmproj_name]["file"], self._lm)

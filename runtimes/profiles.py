@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from export.quant_types import ONNX_PRECISIONS, PREFERENCE
 from impvlm.errors import ConfigError
 
 
@@ -36,22 +37,8 @@ PROFILES: dict[str, Profile] = {
     ),
 }
 
-LM_PREFERENCE = (
-    "f32",
-    "f16",
-    "bf16",
-    "q8_0",
-    "q6_k",
-    "q5_k_m",
-    "q5_k_s",
-    "q5_1",
-    "q5_0",
-    "q4_k_m",
-    "q4_k_s",
-    "q4_1",
-    "q4_0",
-)
-VISION_PREFERENCE = ("fp32", "fp16", "int8")
+LM_PREFERENCE = PREFERENCE
+VISION_PREFERENCE = tuple(ONNX_PRECISIONS)
 
 
 def get_profile(name: str) -> Profile:

@@ -143,7 +143,7 @@ def test_manifest_records_feature_and_answer_parity(bundle):
     assert m["calibration"]["mmproj"]["lm"] == "gguf/model-f16.gguf"
     assert m["mmproj"]["q8_0"]["validation"]["features"]["same_pixels"]["mean_cos"] > 0.998
     # `imp info` lists it
-    from export.cli_info import describe
+    from export.commands.info import describe
 
     assert "mmproj f16" in " ".join(describe(m).split()) and "cos same pixels" in describe(m)
 

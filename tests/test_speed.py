@@ -144,3 +144,23 @@ def test_rerender_rewrites_the_report_without_measuring(speed_run):
     assert main(["bench-speed", "--rerender", "--out", str(out)]) == 0
     again = json.loads((out / "speed.json").read_text())
     assert again["created"] == results["created"] and (out / "speed.md").is_file()
+
+
+def test_json_reads_back_into_the_same_records(speed_run):
+    from benchmarks.speed.measured import Measured
+    from benchmarks.speed.rows import SpeedResults
+
+    _, _, results, s = speed_run
+    typed = SpeedResults.from_dict(results)
+    assert typed.to_dict() == results
+    assert typed.models["imp-tiny"].lm[0].key == s["lm"][0]["key"]
+    measured = Measured.from_dict(s["raw"])
+    assert measured.to_dict() == s["raw"]
+    assert "bare" in s["raw"]["exported"]["q4_k_m"] and "bare" not in s["raw"]["torch"]
+
+
+def test_a_missed_target_is_explained_by_its_figures(speed_run):
+    _, _, _, s = speed_run
+    for t in s["targets"]:
+        if t["met"] is False:
+            assert any(c.isdigit() for c in t["holds_back"]), t

@@ -13,13 +13,20 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from benchmarks.speed.config import SpeedConfig
 from benchmarks.speed.isolate import WorkerFailed, run_isolated
+from benchmarks.speed.record import Record
+from benchmarks.speed.rows import SpeedResults
 from impvlm.errors import ConfigError
+
+if TYPE_CHECKING:
+    from benchmarks.speed.model import PreparedModel
+    from benchmarks.speed.protocol import WorkerSpec
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +36,7 @@ FORMAT_VERSION = 1
 
 def run_speed_benchmark(
     configs: Sequence[SpeedConfig], out: Path, argv: Sequence[str] | None = None
-) -> dict[str, Any]:
+) -> SpeedResults:
     """Measure every config (one per preset) and write ``speed.json``, ``speed.md`` and charts to ``out``."""
     from benchmarks.speed.analysis import analyze
     from benchmarks.speed.machine import machine_info
@@ -39,31 +46,27 @@ def run_speed_benchmark(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
+    created = datetime.now(UTC).isoformat(timespec="seconds")
     machine = machine_info()
-    cores = machine["cores_usable"]
     first = configs[0]
-    thread_counts = sorted({1, cores, first.threads})
+    thread_counts = sorted({1, machine.cores_usable, first.threads})
     log.info("measuring memory bandwidth (%d MB copy, threads %s)", first.bandwidth_mb, thread_counts)
     limits = run_isolated(measure_limits, first.bandwidth_mb, thread_counts)
-    results: dict[str, Any] = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": list(argv) if argv is not None else sys.argv,
-        "machine": machine,
-        "limits": limits,
-        "models": {},
-    }
-    for config in configs:
-        raw = measure_preset(config, out)
-        results["models"][config.preset] = analyze(raw, limits, config)
-    results["machine"]["load_average_end"] = list(os.getloadavg())
-    results["seconds"] = round(time.perf_counter() - started, 1)
-    results["paths"] = {k: str(v) for k, v in write_report(results, out).items()}
-    return results
+    models = {c.preset: analyze(measure_preset(c, out), limits, c) for c in configs}
+    results = SpeedResults(
+        format=FORMAT,
+        format_version=FORMAT_VERSION,
+        created=created,
+        command=list(argv) if argv is not None else sys.argv,
+        machine=replace(machine, load_average_end=list(os.getloadavg())),
+        limits=limits,
+        models=models,
+        seconds=round(time.perf_counter() - started, 1),
+    )
+    return write_report(results, out)
 
 
-def rerender(out: Path) -> dict[str, Any]:
+def rerender(out: Path) -> SpeedResults:
     """Recompute the analysis and rewrite the report of a finished run from its ``speed.json``
     (nothing is measured again)."""
     import json
@@ -74,12 +77,12 @@ def rerender(out: Path) -> dict[str, Any]:
     path = Path(out) / JSON_FILE
     if not path.is_file():
         raise ConfigError(f"{path} does not exist: nothing to re-render")
-    results = json.loads(path.read_text())
-    for preset, section in results["models"].items():
-        raw = section["raw"]
-        results["models"][preset] = analyze(raw, results["limits"], config_from_dict(raw["config"]))
-    results["paths"] = {k: str(v) for k, v in write_report(results, Path(out)).items()}
-    return results
+    results = SpeedResults.from_dict(json.loads(path.read_text()))
+    models = {
+        preset: analyze(s.raw, results.limits, config_from_dict(s.raw["config"]))
+        for preset, s in results.models.items()
+    }
+    return write_report(replace(results, models=models), Path(out))
 
 
 def config_from_dict(data: dict[str, Any]) -> SpeedConfig:
@@ -91,38 +94,26 @@ def config_from_dict(data: dict[str, Any]) -> SpeedConfig:
     return SpeedConfig(**values)
 
 
+class Job(NamedTuple):
+    """One measurement: its label, the worker and its arguments, where in ``raw`` its result goes, and
+    whether it runs in a process of its own."""
+
+    label: str
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+    where: tuple[str, ...]
+    isolated: bool = True
+
+
 def measure_preset(config: SpeedConfig, out: Path) -> dict[str, Any]:
     """Prepare (or reuse) the model and bundle of ``config``, then run every worker."""
     from benchmarks.speed.model import prepare_model
-    from benchmarks.speed.workers import (
-        WorkerSpec,
-        measure_exported,
-        measure_profile,
-        measure_torch,
-        measure_vision_variant,
-    )
-    from benchmarks.speed.workload import make_workload
     from export.bundle import load_manifest
 
     started = time.perf_counter()
     prepared = prepare_model(config)
     manifest = load_manifest(prepared.bundle, verify=False)
-    work = out / "work" / config.preset
-    n_images = max(config.images, config.warmup + config.runs, 2)
-    workload = make_workload(out / "work" / "images", n_images, seed=config.seed)
-    spec = WorkerSpec(
-        checkpoint=str(prepared.checkpoint),
-        bundle=str(prepared.bundle),
-        images=tuple(str(p) for p in workload.images),
-        questions=workload.questions,
-        threads=config.threads,
-        runs=config.runs,
-        warmup=config.warmup,
-        answer_tokens=config.answer_tokens,
-        throughput_images=config.images,
-        questions_per_image=config.questions_per_image,
-        features_dir=str(work / "features"),
-    )
+    spec = worker_spec(config, prepared, out)
     raw: dict[str, Any] = {
         "config": config.to_dict(),
         "prepared": prepared.to_dict(),
@@ -135,60 +126,84 @@ def measure_preset(config: SpeedConfig, out: Path) -> dict[str, Any]:
         "memory_probes": None,
         "errors": [],
     }
-    # each runtime in a process of its own (fresh: exact peak RSS); the memory probes start their own
-    jobs: list[tuple[str, Callable[..., Any], tuple[Any, ...], tuple[str, ...]]] = []
-    if config.measure_torch:
-        jobs.append(("torch fp32", measure_torch, (spec,), ("torch",)))
-    dv = config.deploy_vision
-    for q in [config.deploy_lm, *(q for q in config.all_quants if q != config.deploy_lm)]:
-        deploy = q == config.deploy_lm
-        args = (spec, q, dv, deploy, config.sweep_threads if deploy else ())
-        jobs.append((f"exported {q} + {dv}", measure_exported, args, ("exported", q)))
-    for v in (v for v in config.vision if v != dv):
-        label = f"vision {v} (+ {config.deploy_lm})"
-        jobs.append((label, measure_vision_variant, (spec, config.deploy_lm, v), ("vision_variants", v)))
-    for name in config.profiles:
-        jobs.append((f"profile {name}", measure_profile, (spec, name), ("profiles", name)))
-    jobs.append(("memory probes", measure_memory_probes, (config, spec, manifest), ("memory_probes",)))
-    for i, (label, fn, args, where) in enumerate(jobs, 1):
-        log.info("[%s %d/%d] %s", config.preset, i, len(jobs), label)
-        t0 = time.perf_counter()
-        try:
-            if fn is measure_memory_probes:
-                result = fn(*args)
-            else:
-                result = run_isolated(fn, *args, fresh=config.fresh_processes)
-        except WorkerFailed as exc:
-            log.error("%s failed: %s", label, exc)
-            raw["errors"].append({"task": label, "error": str(exc)})
-        else:
-            target = raw
-            for key in where[:-1]:
-                target = target[key]
-            target[where[-1]] = result
-        log.info("[%s %d/%d] %s done in %.1fs", config.preset, i, len(jobs), label, time.perf_counter() - t0)
+    jobs = preset_jobs(config, spec, manifest)
+    for i, job in enumerate(jobs, 1):
+        run_job(job, raw, config, f"[{config.preset} {i}/{len(jobs)}]")
     raw["seconds"] = round(time.perf_counter() - started, 1)
     return raw
 
 
-def measure_memory_probes(config: SpeedConfig, spec: Any, manifest: dict[str, Any]) -> dict[str, Any]:
-    """What the exported runtime's memory is made of, and what other settings would save (each in its
-    own process): imports without torch, llama.cpp loading modes, ONNX Runtime with / without weight
-    prepacking."""
-    from benchmarks.speed.workers import probe_lean_imports_mb, probe_llama_model_mb, probe_onnx_session_mb
+def worker_spec(config: SpeedConfig, prepared: PreparedModel, out: Path) -> WorkerSpec:
+    """What every worker of ``config`` needs: the model, the bundle, the workload, the repetitions."""
+    from benchmarks.speed.protocol import WorkerSpec
+    from benchmarks.speed.workload import make_workload
 
-    bundle = Path(spec.bundle)
-    gguf = str(bundle / manifest["lm"][config.deploy_lm]["file"])
-    out: dict[str, Any] = {"lean_imports_mb": probe_lean_imports_mb(), "llama": {}, "onnx": {}}
-    for mode in ("default", "no_mmap", "no_repack"):
-        out["llama"][mode] = run_isolated(probe_llama_model_mb, gguf, mode)
-    for v in config.vision:
-        path = str(bundle / manifest["vision"][v]["file"])
-        out["onnx"][v] = {
-            "default": run_isolated(probe_onnx_session_mb, path, config.threads, True),
-            "no_prepack": run_isolated(probe_onnx_session_mb, path, config.threads, False),
-        }
-    return out
+    n_images = max(config.images, config.warmup + config.runs, 2)
+    workload = make_workload(out / "work" / "images", n_images, seed=config.seed)
+    return WorkerSpec(
+        checkpoint=str(prepared.checkpoint),
+        bundle=str(prepared.bundle),
+        images=tuple(str(p) for p in workload.images),
+        questions=workload.questions,
+        threads=config.threads,
+        runs=config.runs,
+        warmup=config.warmup,
+        answer_tokens=config.answer_tokens,
+        throughput_images=config.images,
+        questions_per_image=config.questions_per_image,
+        features_dir=str(out / "work" / config.preset / "features"),
+    )
+
+
+def preset_jobs(config: SpeedConfig, spec: WorkerSpec, manifest: dict[str, Any]) -> list[Job]:
+    """(label, worker, its arguments, where in ``raw`` its result goes) of every measurement."""
+    from benchmarks.speed.probes import measure_memory_probes
+    from benchmarks.speed.workers import (
+        measure_exported,
+        measure_profile,
+        measure_torch,
+        measure_vision_variant,
+    )
+
+    jobs: list[Job] = []
+    if config.measure_torch:
+        jobs.append(Job("torch fp32", measure_torch, (spec,), ("torch",)))
+    dv = config.deploy_vision
+    for q in [config.deploy_lm, *(q for q in config.all_quants if q != config.deploy_lm)]:
+        deploy = q == config.deploy_lm
+        args = (spec, q, dv, deploy, config.sweep_threads if deploy else ())
+        jobs.append(Job(f"exported {q} + {dv}", measure_exported, args, ("exported", q)))
+    for v in (v for v in config.vision if v != dv):
+        label = f"vision {v} (+ {config.deploy_lm})"
+        jobs.append(Job(label, measure_vision_variant, (spec, config.deploy_lm, v), ("vision_variants", v)))
+    for name in config.profiles:
+        jobs.append(Job(f"profile {name}", measure_profile, (spec, name), ("profiles", name)))
+    # the probes start a process per component themselves
+    probes = Job("memory probes", measure_memory_probes, (config, spec, manifest), ("memory_probes",), False)
+    jobs.append(probes)
+    return jobs
+
+
+def run_job(job: Job, raw: dict[str, Any], config: SpeedConfig, prefix: str) -> None:
+    """Run one measurement (each runtime in a process of its own; the memory probes start their own)
+    and store its result in ``raw``, or its failure in ``raw["errors"]``."""
+    label, fn, args, where, isolated = job
+    log.info("%s %s", prefix, label)
+    t0 = time.perf_counter()
+    try:
+        if isolated:
+            result = run_isolated(fn, *args, fresh=config.fresh_processes)
+        else:
+            result = fn(*args)
+    except WorkerFailed as exc:
+        log.error("%s failed: %s", label, exc)
+        raw["errors"].append({"task": label, "error": str(exc)})
+    else:
+        target = raw
+        for key in where[:-1]:
+            target = target[key]
+        target[where[-1]] = result.to_dict() if isinstance(result, Record) else result
+    log.info("%s %s done in %.1fs", prefix, label, time.perf_counter() - t0)
 
 
 def _manifest_facts(manifest: dict[str, Any]) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""What one ``imp bench-speed`` run measures, and the issue's targets as data.
+"""What one ``imp bench-speed`` run measures, and its targets as data.
 
 :class:`SpeedConfig` holds every knob (model, precisions, repetitions, workload size); the two
 constructors :meth:`SpeedConfig.real` and :meth:`SpeedConfig.tiny` give the documented defaults.
@@ -168,7 +168,7 @@ def key_hash(data: dict[str, Any]) -> str:
 # ---------------------------------------------------------------------------------------- targets
 @dataclass(frozen=True)
 class Target:
-    """One target of the issue: ``measured (op) goal`` decides ``met``; reported, never asserted."""
+    """One target: ``measured (op) goal`` decides ``met``; reported, never asserted."""
 
     key: str
     description: str

@@ -13,7 +13,8 @@ import platform
 import statistics
 import time
 from pathlib import Path
-from typing import Any
+
+from benchmarks.speed.rows import Bandwidth, DecodeBytes, Machine
 
 #: Tensors llama.cpp does not stream per decoded token (one row is gathered).
 NOT_READ_PER_TOKEN = ("token_embd.weight",)
@@ -42,7 +43,7 @@ def cpu_flags() -> list[str]:
     return []
 
 
-def machine_info() -> dict[str, Any]:
+def machine_info() -> Machine:
     """CPU model, cores, memory, load and library versions, recorded with every figure."""
     from importlib import metadata
 
@@ -57,22 +58,22 @@ def machine_info() -> dict[str, Any]:
         except metadata.PackageNotFoundError:
             versions[dist] = None
     memory = psutil.virtual_memory()
-    return {
-        "cpu": cpu_model(),
-        "cpu_flags": cpu_flags(),
-        "cores_usable": usable_cores(),
-        "cores_logical": psutil.cpu_count(logical=True),
-        "cores_physical": psutil.cpu_count(logical=False),
-        "memory_gb": round(memory.total / 2**30, 1),
-        "memory_available_gb": round(memory.available / 2**30, 1),
-        "load_average": list(os.getloadavg()),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "versions": versions,
-    }
+    return Machine(
+        cpu=cpu_model(),
+        cpu_flags=cpu_flags(),
+        cores_usable=usable_cores(),
+        cores_logical=psutil.cpu_count(logical=True),
+        cores_physical=psutil.cpu_count(logical=False),
+        memory_gb=round(memory.total / 2**30, 1),
+        memory_available_gb=round(memory.available / 2**30, 1),
+        load_average=list(os.getloadavg()),
+        platform=platform.platform(),
+        python=platform.python_version(),
+        versions=versions,
+    )
 
 
-def memory_bandwidth(size_mb: int, threads: int, repeats: int = 5) -> dict[str, Any]:
+def memory_bandwidth(size_mb: int, threads: int, repeats: int = 5) -> Bandwidth:
     """GB/s of a ``size_mb`` float32 array copy with ``threads`` threads (median of ``repeats``).
 
     Runs in the caller's process: call it in an isolated worker so the thread setting and the
@@ -92,16 +93,16 @@ def memory_bandwidth(size_mb: int, threads: int, repeats: int = 5) -> dict[str, 
         seconds.append(time.perf_counter() - started)
     moved = 2 * n * 4  # read + write
     best, median = min(seconds), statistics.median(seconds)
-    return {
-        "threads": threads,
-        "array_mb": size_mb,
-        "gb_per_s": moved / median / 1e9,
-        "gb_per_s_best": moved / best / 1e9,
-        "seconds": seconds,
-    }
+    return Bandwidth(
+        threads=threads,
+        array_mb=size_mb,
+        gb_per_s=moved / median / 1e9,
+        gb_per_s_best=moved / best / 1e9,
+        seconds=seconds,
+    )
 
 
-def gguf_decode_bytes(path: str | Path) -> dict[str, Any]:
+def gguf_decode_bytes(path: str | Path) -> DecodeBytes:
     """Bytes llama.cpp reads per decoded token from a GGUF file, and the model facts behind them."""
     import gguf
 
@@ -121,15 +122,15 @@ def gguf_decode_bytes(path: str | Path) -> dict[str, Any]:
         return int(reader.fields[key.format(arch=arch)].parts[-1][0])
 
     n_params = sum(int(t.n_elements) for t in reader.tensors)
-    return {
-        "tensor_bytes": total,
-        "bytes_per_token": per_token,
-        "elements_per_token": elements,
-        "bytes_by_type": types,
-        "parameters": n_params,
-        "layers": scalar(gguf.Keys.LLM.BLOCK_COUNT),
-        "embedding_width": scalar(gguf.Keys.LLM.EMBEDDING_LENGTH),
-    }
+    return DecodeBytes(
+        tensor_bytes=total,
+        bytes_per_token=per_token,
+        elements_per_token=elements,
+        bytes_by_type=types,
+        parameters=n_params,
+        layers=scalar(gguf.Keys.LLM.BLOCK_COUNT),
+        embedding_width=scalar(gguf.Keys.LLM.EMBEDDING_LENGTH),
+    )
 
 
 def kv_bytes_per_token(layers: int, width: int, positions: float, bytes_per_value: int = 2) -> float:

@@ -48,12 +48,13 @@ from PIL import Image, ImageDraw, ImageFont
 
 from impvlm.errors import ConfigError
 from impvlm.files import prepare_out_dir
+from impvlm.templates import IMAGE_TOKEN
+from impvlm.templates import SHORT_ANSWER_SUFFIX as SHORT_ANSWER_INSTRUCTION
 
 log = logging.getLogger(__name__)
 
-#: LLaVA-1.5's short-answer suffix; benchmark prompts end with the same line.
-SHORT_ANSWER_SUFFIX = "\nAnswer the question using a single word or phrase."
-IMAGE_PLACEHOLDER = "<image>"
+#: What a short-answer question ends with: a new line, then LLaVA-1.5's short-answer instruction.
+SHORT_ANSWER_SUFFIX = "\n" + SHORT_ANSWER_INSTRUCTION
 
 KINDS: tuple[str, ...] = ("colour", "shape", "position", "count", "exists", "ocr")
 OBJECT_KINDS: tuple[str, ...] = ("colour", "shape", "position", "count", "exists")
@@ -528,7 +529,7 @@ def pretrain_record(rid: str, image: str, scene: Scene, rng: np.random.Generator
         "id": rid,
         "image": image,
         "conversations": [
-            {"from": "human", "value": f"{IMAGE_PLACEHOLDER}\n{instruction}"},
+            {"from": "human", "value": f"{IMAGE_TOKEN}\n{instruction}"},
             {"from": "gpt", "value": caption(scene)},
         ],
     }
@@ -561,7 +562,7 @@ def instruct_turns(scene: Scene, rng: np.random.Generator, cfg: WorldConfig) -> 
 def instruct_record(rid: str, image: str, turns: Sequence[QA]) -> dict[str, Any]:
     conversations = []
     for i, qa in enumerate(turns):
-        prefix = f"{IMAGE_PLACEHOLDER}\n" if i == 0 else ""
+        prefix = f"{IMAGE_TOKEN}\n" if i == 0 else ""
         conversations.append({"from": "human", "value": prefix + with_suffix(qa.question)})
         conversations.append({"from": "gpt", "value": qa.answer})
     return {"id": rid, "image": image, "conversations": conversations}

@@ -19,8 +19,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from impvlm.config import tower_family
 from impvlm.errors import CheckpointError
+from impvlm.towers import tower_family
 
 #: phi-msft ``PhiConfig.__init__`` defaults.
 PHI_MSFT_DEFAULTS: dict[str, Any] = {
@@ -130,10 +130,7 @@ def vision_fields(vision: Any, source: Path, field: str) -> dict[str, Any]:
     except Exception as exc:
         raise CheckpointError(f"{source}: {field}.model_type: {exc}") from None
     keep = {k: v for k, v in vision.items() if not k.startswith("_") and k not in _BOOKKEEPING}
-    keep["model_type"] = family.model_type
-    if family.model_type == "siglip_vision_model":
-        keep["vision_use_head"] = False
-    return keep
+    return {**keep, "model_type": family.model_type, **family.config_overrides}
 
 
 #: Keys of a serialised transformers config that say nothing about the architecture.

@@ -102,5 +102,4 @@ def _unused_tower_part(key: str, config: ImpConfig) -> bool:
         return True
     if ".head." in key:
         return True
-    siglip = config.vision_config.model_type == "siglip_vision_model"  # no post-layernorm held
-    return ".post_layernorm." in key and siglip
+    return ".post_layernorm." in key and config.tower.truncated  # the family holds no post-layernorm

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from impvlm.errors import CheckpointError, ImpError
+from impvlm.towers import CLIP
 from impvlm.upstream import Parts, Reading
 from impvlm.upstream.fields import (
     aspect_ratio,
@@ -239,9 +240,8 @@ class LlavaPhi(Layout):
             raise CheckpointError(f"{source}: vision_config.vision_tower is missing")
         tower = nested["vision_tower"]
         projector = nested.get("mm_projector") or {}
-        vision = vision_fields(
-            {"model_type": "clip_vision_model", **tower}, source, "vision_config.vision_tower"
-        )
+        # LLaVA-Phi's own type name for it: its CLIPVisionTower is always CLIP
+        vision = vision_fields({**tower, "model_type": CLIP.model_type}, source, "vision_config.vision_tower")
         select = int(tower.get("mm_vision_select_layer", -2))
         return (
             vision,

@@ -59,16 +59,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from benchmarks.base import BenchmarkError
-    from impvlm.errors import ImpError
-
-    try:
-        return _run(args)
-    except BenchmarkError as exc:
-        raise ImpError(str(exc)) from None
-
-
-def _run(args: argparse.Namespace) -> int:
     import os
     from pathlib import Path
 

@@ -17,6 +17,10 @@ shared machine: run the real measurement alone.
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from benchmarks.speed.rows import SpeedResults
 
 
 def _csv(text: str) -> tuple[str, ...]:
@@ -122,34 +126,38 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from benchmarks.speed.bench import rerender, run_speed_benchmark
-    from benchmarks.speed.report import busy, fmt, met_text
 
     if args.rerender:
         results = rerender(Path(args.out))
     else:
         results = run_speed_benchmark(build_configs(args), Path(args.out))
-    m = results["machine"]
-    print(
-        f"\n{m['cpu']}, {m['cores_usable']} cores, {m['memory_gb']} GB; bandwidth "
-        + ", ".join(f"{b['threads']}t {b['gb_per_s']:.1f} GB/s" for b in results["limits"]["bandwidth"])
-    )
+    print_summary(results)
+    return 0
+
+
+def print_summary(results: SpeedResults) -> None:
+    """The machine, each preset's targets (target / measured / met?) and where the report went."""
+    from benchmarks.speed.report import busy
+    from benchmarks.speed.text import fmt, met_text
+
+    m = results.machine
+    bandwidth = ", ".join(f"{b.threads}t {b.gb_per_s:.1f} GB/s" for b in results.limits.bandwidth)
+    print(f"\n{m.cpu}, {m.cores_usable} cores, {m.memory_gb} GB; bandwidth {bandwidth}")
     if busy(m):
         print(
-            f"WARNING: load average {m['load_average'][0]:.1f} on {m['cores_usable']} cores at start: figures are noisy"
+            f"WARNING: load average {m.load_average[0]:.1f} on {m.cores_usable} cores at start: figures are noisy"
         )
-    for preset, section in results["models"].items():
+    for preset, section in results.models.items():
         print(f"\n{preset}: target / measured / met?")
-        for t in section["targets"]:
-            print(f"  {t['description']}: {t['goal']} / {t['measured_text']} / {met_text(t).strip('*')}")
-        deploy = next((r for r in section["latency"] if r["key"].startswith("exported-")), None)
+        for t in section.targets:
+            print(f"  {t.description}: {t.goal} / {t.measured_text} / {met_text(t).strip('*')}")
+        deploy = next((r for r in section.latency if r.key.startswith("exported-")), None)
         if deploy:
             print(
-                f"  first answer ({deploy['runtime']}): TTFT {fmt(deploy['first_ttft_s'], 3)} s, total "
-                f"{fmt(deploy['first_total_s'], 3)} s; second: TTFT {fmt(deploy['second_ttft_s'], 3)} s"
+                f"  first answer ({deploy.runtime}): TTFT {fmt(deploy.first_ttft_s, 3)} s, total "
+                f"{fmt(deploy.first_total_s, 3)} s; second: TTFT {fmt(deploy.second_ttft_s, 3)} s"
             )
-        for e in section["errors"]:
+        for e in section.errors:
             print(f"  ERROR {e['task']}: {e['error']}")
-    print(
-        f"\nreport: {results['paths']['markdown']}  json: {results['paths']['json']}  ({results['seconds']:.0f} s)"
-    )
-    return 0
+    paths = results.paths or {}
+    print(f"\nreport: {paths.get('markdown')}  json: {paths.get('json')}  ({results.seconds or 0:.0f} s)")

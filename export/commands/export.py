@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
 def summary(manifest: dict[str, Any], bundle: str) -> str:
     """Files, sizes and parity of a freshly written bundle, one line per artifact."""
     from export.bundle import iter_artifacts
-    from export.cli_info import format_size, parity_text
+    from export.commands.info import format_size, parity_text
 
     files = manifest["files"]
     lines = [f"bundle {bundle} ({manifest['model']['id']}):"]

@@ -41,18 +41,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from benchmarks.base import BenchmarkError, os_error_line
-    from impvlm.errors import ImpError
-
-    try:
-        return _run(args)
-    except BenchmarkError as exc:
-        raise ImpError(str(exc)) from None
-    except OSError as exc:
-        raise ImpError(os_error_line(exc)) from None
-
-
-def _run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from benchmarks.base import prepare_out_dir
