@@ -107,7 +107,7 @@ class Kind(StrEnum):
     VISION = "vision"
     LM = "lm"
     TOKENIZER = "tokenizer"
-    MMPROJ = "mmproj"  # llama.cpp multimodal projector (export.mmproj, issue 7)
+    MMPROJ = "mmproj"  # llama.cpp multimodal projector (export.mmproj)
 
 
 # ------------------------------------------------------------------------------------ manifest schema
@@ -217,7 +217,7 @@ class Manifest:
     tools: dict[str, str | None]
     timings: dict[str, float]
     calibration: dict[str, Any] = field(default_factory=dict)  # what the GGUF checks ran on
-    mmproj: dict[str, Artifact] = field(default_factory=dict)  # llama.cpp mmproj GGUFs (issue 7)
+    mmproj: dict[str, Artifact] = field(default_factory=dict)  # llama.cpp mmproj GGUFs
     tokenizer_info: TokenizerInfo | None = None  # None in bundles written before it was recorded
     created: str = ""
     format: str = FORMAT_NAME
@@ -373,7 +373,7 @@ class ExportPlan:
     gguf: tuple[str, ...]
     gguf_base: str | None  # the precision written by write_gguf; the rest is quantized from it
     validate: bool
-    mmproj: tuple[str, ...] = ()  # llama.cpp mmproj precisions (issue 7)
+    mmproj: tuple[str, ...] = ()  # llama.cpp mmproj precisions
 
     @classmethod
     def make(
@@ -392,7 +392,7 @@ class ExportPlan:
         base = None
         if gguf_list:
             base = "f32" if "f32" in gguf_list else "f16"
-        # --- mmproj (issue 7): checked here, written by export.mmproj.export_mmproj
+        # --- mmproj: checked here, written by export.mmproj.export_mmproj
         mmproj_list = tuple(dict.fromkeys(p.strip().lower() for p in mmproj if p.strip()))
         if mmproj_list:
             from export.mmproj import mmproj_types
@@ -428,7 +428,7 @@ class ExportPlan:
         if self.gguf:
             gguf_steps = 1 + len(self.quantized) + (1 if imatrix and self.quantized else 0)
             gguf_steps += 1 + len(self.gguf) if self.validate else 0
-        mmproj_steps = 1 if self.mmproj else 0  # issue 7: one step for all mmproj files
+        mmproj_steps = 1 if self.mmproj else 0  # one step for all mmproj files
         return 3 + (1 if self.onnx else 0) + gguf_steps + mmproj_steps
 
 
@@ -569,7 +569,7 @@ class _BundleWriter:
             source = SourceInfo(str(self.checkpoint.resolve()), checkpoint_hash(reading), layout)
         vision = self._vision(model, optimize_onnx) if self.plan.onnx else {}
         lm = self._lm(model, tokenizer, prompts, imatrix) if self.plan.gguf else {}
-        mmproj = self._mmproj(model, tokenizer, prompts, lm) if self.plan.mmproj else {}  # issue 7
+        mmproj = self._mmproj(model, tokenizer, prompts, lm) if self.plan.mmproj else {}
         with self._step("tokenizer", "tokenizer_seconds"):
             save_tokenizer(tokenizer, self.work / TOKENIZER_DIR)
         with self._step("hash files", "hash_seconds"):
@@ -693,7 +693,7 @@ class _BundleWriter:
             artifact.validation = result
             artifact.validation_seconds = timer.seconds
 
-    # --- mmproj (issue 7): everything lives in export.mmproj; this only files the results
+    # --- mmproj: everything lives in export.mmproj; this only files the results
     def _mmproj(
         self, model: Any, tokenizer: Any, prompts: Sequence[str] | None, lm: dict[str, Artifact]
     ) -> dict[str, Artifact]:

@@ -89,7 +89,7 @@ def describe(m: dict[str, Any], verified: bool = True) -> str:
 def parity_text(kind: str, validation: dict[str, Any] | None) -> str:
     if not validation:
         return "not validated"
-    if kind == "mmproj":  # issue 7
+    if kind == "mmproj":
         from export.mmproj import describe_validation
 
         return describe_validation(validation)
