@@ -23,7 +23,7 @@ import logging
 import shutil
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -84,7 +84,7 @@ NOTES = [
 
 def write_synthetic_suite(
     out_dir: Path,
-    n_images_per_benchmark: int = 20,
+    n_images_per_benchmark: int | Mapping[str, int] = 20,
     seed: int = DEFAULT_SEED,
     world: WorldConfig | None = None,
     progress: bool = True,
@@ -92,22 +92,23 @@ def write_synthetic_suite(
     """Write all nine benchmarks of the shapes world under ``out_dir``; returns ``out_dir``.
 
     ``out_dir`` is then the ``--data`` folder of ``imp bench`` (LLaVA's ``playground/data/eval``
-    layout). ``world`` defaults to ``WorldConfig()``, the training world's vocabulary; ``seed`` draws the
-    scenes and questions (each benchmark from its own stream). Same arguments -> identical files.
+    layout). ``n_images_per_benchmark`` is one count for all nine or a count per benchmark name (all
+    nine named). ``world`` defaults to ``WorldConfig()``, the training world's vocabulary; ``seed`` draws
+    the scenes and questions (each benchmark from its own stream). Same arguments -> identical files.
     """
     from tqdm import tqdm
 
     cfg = world or WorldConfig()
-    _check(cfg, n_images_per_benchmark, seed)
+    counts = _counts(n_images_per_benchmark)
+    _check(cfg, counts, seed)
     root = Path(out_dir)
     _prepare(root)
     started = time.perf_counter()
-    suite = SuiteWriter(root, cfg, n_images_per_benchmark)
     written: dict[str, BenchmarkFiles] = {}
     bar = tqdm(BENCHMARKS.items(), desc="synthetic benchmarks", unit="bench", disable=not progress or None)
     for name, (_, writer) in bar:
         bar.set_postfix_str(name)
-        written[name] = writer(suite, _stream(seed, name))
+        written[name] = writer(SuiteWriter(root, cfg, counts[name]), _stream(seed, name))
     _write_manifest(root, cfg, seed, n_images_per_benchmark, written)
     log.info(
         "synthetic suite: %d questions on %d images in %.1fs -> %s",
@@ -124,9 +125,22 @@ def suite_summary(root: Path) -> dict[str, Any]:
     return json.loads((Path(root) / MANIFEST).read_text(encoding="utf-8"))
 
 
-def _check(cfg: WorldConfig, n: int, seed: int) -> None:
-    if n < 1:
-        raise ConfigError(f"n_images_per_benchmark must be >= 1, got {n}")
+def _counts(n: int | Mapping[str, int]) -> dict[str, int]:
+    """Images per benchmark, from one count for all or a count per benchmark name."""
+    if not isinstance(n, Mapping):
+        return dict.fromkeys(BENCHMARKS, n)
+    unknown = sorted(set(n) - set(BENCHMARKS))
+    missing = [name for name in BENCHMARKS if name not in n]
+    if unknown or missing:
+        problem = f"unknown {unknown}" if unknown else f"missing {missing}"
+        raise ConfigError(f"images per benchmark must name the nine benchmarks: {problem}")
+    return {name: n[name] for name in BENCHMARKS}
+
+
+def _check(cfg: WorldConfig, counts: dict[str, int], seed: int) -> None:
+    for name, n in counts.items():
+        if n < 1:
+            raise ConfigError(f"n_images_per_benchmark must be >= 1, got {n} for {name}")
     if seed < 0:
         raise ConfigError(f"seed must be >= 0, got {seed}")
     if not cfg.words:
@@ -156,13 +170,17 @@ def _prepare(root: Path) -> None:
 
 
 def _write_manifest(
-    root: Path, cfg: WorldConfig, seed: int, n: int, written: dict[str, BenchmarkFiles]
+    root: Path,
+    cfg: WorldConfig,
+    seed: int,
+    n: int | Mapping[str, int],
+    written: dict[str, BenchmarkFiles],
 ) -> None:
     manifest = {
         "generator": __name__,
         "complete": True,
         "seed": seed,
-        "n_images_per_benchmark": n,
+        "n_images_per_benchmark": n if isinstance(n, int) else dict(n),
         "world": cfg.to_dict(),
         "benchmarks": {
             name: {"questions": w.questions, "images": w.images, "files": w.files, **w.details}
