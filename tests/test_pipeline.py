@@ -8,7 +8,7 @@ import sys
 import pytest
 
 ARGS = [
-    "--train-images", "300", "--eval-images", "20", "--bench-images", "3", "--tower-steps", "5", "--limit", "6", "--max-new-tokens", "8",
+    "--train", "--train-images", "300", "--eval-images", "20", "--bench-images", "3", "--tower-steps", "5", "--limit", "6", "--max-new-tokens", "8",
     "--gguf", "f16,q4_k_m", "--onnx", "fp32", "--set", "train.max_steps=15", "--no-progress",
     "--threads", "1",
 ]  # fmt: skip
