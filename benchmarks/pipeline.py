@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 import shutil
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,6 +70,7 @@ class PipelineConfig:
     limit: int | None = None
     max_new_tokens: int | None = 32
     threads: int | None = None
+    jobs: int = 2  # benchmark runs at once, each in its own process
     checkpoint: Path | None = None  # the user's own merged checkpoint: skip synthetic + training
     data: Path | None = None  # the user's own LLaVA-format training folder (instruct.json etc.)
     bench_data: Path | None = None  # the user's own playground/data/eval folder
@@ -105,6 +108,42 @@ class Pipeline:
     def stage(
         self, name: str, inputs: dict[str, Any], build: Callable[[Path], dict[str, str]]
     ) -> StageResult:
+        begun = self._begin(name, inputs)
+        if isinstance(begun, StageResult):
+            return begun
+        folder, fp = begun
+        start = time.perf_counter()
+        outputs = build(folder)
+        return self._finish(name, fp, outputs, time.perf_counter() - start)
+
+    def stages_at_once(
+        self, jobs: list[tuple[str, dict[str, Any], StageJob]], workers: int
+    ) -> list[StageResult]:
+        """Stages that read each other's nothing, ``workers`` at a time in their own processes (each
+        job is a picklable ``(function, args)`` called with the stage folder first); in ``jobs`` order."""
+        results: dict[str, StageResult] = {}
+        todo: list[tuple[str, Path, str, StageJob]] = []
+        for name, inputs, job in jobs:
+            begun = self._begin(name, inputs)
+            if isinstance(begun, StageResult):
+                results[name] = begun
+            else:
+                todo.append((name, *begun, job))
+        if todo:
+            context = multiprocessing.get_context("spawn")  # no fork of a process that holds thread pools
+            with ProcessPoolExecutor(max(1, min(workers, len(todo))), mp_context=context) as pool:
+                started = {
+                    pool.submit(_timed, fn, folder, *args): (name, fp)
+                    for name, folder, fp, (fn, args) in todo
+                }
+                for future in as_completed(started):
+                    name, fp = started[future]
+                    outputs, seconds = future.result()
+                    results[name] = self._finish(name, fp, outputs, seconds)
+        return [results[name] for name, _, _ in jobs]
+
+    def _begin(self, name: str, inputs: dict[str, Any]) -> StageResult | tuple[Path, str]:
+        """The stage's cached result when its inputs did not change; else its prepared folder and fingerprint."""
         folder = self.work / name
         fp = fingerprint(inputs)
         marker = folder / STAGE_FILE
@@ -124,9 +163,10 @@ class Pipeline:
             folder.mkdir(parents=True)
         pending.write_text(json.dumps({"fingerprint": fp, "inputs": inputs}, default=str, indent=2))
         self.log(f"[{self._clock()}] {name}: running")
-        start = time.perf_counter()
-        outputs = build(folder)
-        seconds = time.perf_counter() - start
+        return folder, fp
+
+    def _finish(self, name: str, fp: str, outputs: dict[str, str], seconds: float) -> StageResult:
+        marker = self.work / name / STAGE_FILE
         marker.write_text(json.dumps({"fingerprint": fp, "outputs": outputs, "seconds": seconds}, indent=2))
         self.log(f"[{self._clock()}] {name}: done in {seconds:.1f} s")
         result = StageResult(name, fp, outputs, seconds, False)
@@ -291,11 +331,7 @@ class Pipeline:
     def benchmarks(
         self, checkpoint: StageResult, bundle: StageResult, data: StageResult
     ) -> list[StageResult]:
-        from benchmarks.runner import BenchmarkRunOptions, run_suite
-        from runtimes.loader import load_runtime
-
         c = self.config
-        options = BenchmarkRunOptions(limit=c.limit, max_new_tokens=c.max_new_tokens, progress=c.progress)
         specs = [("torch", f"torch:{checkpoint.outputs['checkpoint']}", {})]
         specs += [
             (f"{lm}+{vision}", f"exported:{bundle.outputs['bundle']}", {"lm": lm, "vision": vision})
@@ -310,25 +346,26 @@ class Pipeline:
             for p in c.mmproj
             if c.gguf
         ]
-        runs = []
+        # runs at once share the cores: one thread each unless --threads says otherwise
+        threads = c.threads if c.threads is not None or c.jobs < 2 else 1
+        options = {
+            "limit": c.limit,
+            "max_new_tokens": c.max_new_tokens,
+            "progress": c.progress and c.jobs < 2,
+        }
+        jobs = []
         for label, spec, opts in specs:
-            after = checkpoint.fingerprint if label == "torch" else bundle.fingerprint
-
-            def build(folder: Path, spec: str = spec, opts: dict[str, Any] = opts) -> dict[str, str]:
-                with load_runtime(spec, threads=c.threads, **opts) as runtime:
-                    run_suite(runtime, c.benchmarks, Path(data.outputs["root"]), folder, options)
-                return {"run": str(folder)}
-
             inputs = {
                 "spec": label,
-                "after": after,
+                "after": checkpoint.fingerprint if label == "torch" else bundle.fingerprint,
                 "data": data.fingerprint,
                 "benchmarks": c.benchmarks,
                 "limit": c.limit,
                 "max_new_tokens": c.max_new_tokens,
             }
-            runs.append(self.stage(f"runs/{label}", inputs, build))
-        return runs
+            args = (spec, opts, threads, c.benchmarks, data.outputs["root"], options)
+            jobs.append((f"runs/{label}", inputs, (run_benchmarks, args)))
+        return self.stages_at_once(jobs, c.jobs)
 
     def compare(self, runs: list[StageResult]) -> StageResult:
         from benchmarks.compare import compare_runs, verdict_table, write_report
@@ -340,3 +377,29 @@ class Pipeline:
             return {"report": str(paths["md"]), "holds": str(report["holds"])}
 
         return self.stage("report", {"runs": [r.fingerprint for r in runs]}, build)
+
+
+StageJob = tuple[Callable[..., dict[str, str]], tuple[Any, ...]]
+
+
+def _timed(fn: Callable[..., dict[str, str]], folder: Path, *args: Any) -> tuple[dict[str, str], float]:
+    start = time.perf_counter()
+    return fn(folder, *args), time.perf_counter() - start
+
+
+def run_benchmarks(
+    folder: Path,
+    spec: str,
+    opts: dict[str, Any],
+    threads: int | None,
+    benchmarks: tuple[str, ...],
+    data_root: str,
+    options: dict[str, Any],
+) -> dict[str, str]:
+    """One runtime's benchmark stage (a worker process runs it): the suite's answers under ``folder``."""
+    from benchmarks.runner import BenchmarkRunOptions, run_suite
+    from runtimes.loader import load_runtime
+
+    with load_runtime(spec, threads=threads, **opts) as runtime:
+        run_suite(runtime, benchmarks, Path(data_root), folder, BenchmarkRunOptions(**options))
+    return {"run": str(folder)}

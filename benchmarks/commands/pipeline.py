@@ -56,7 +56,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--benchmarks", default="vqav2,gqa,vizwiz,sqa,textvqa,pope,mme,mmbench,mmvet")
     parser.add_argument("--limit", type=int, help="first N questions per benchmark")
     parser.add_argument("--max-new-tokens", type=int, default=32, help="answer length cap (default 32)")
-    parser.add_argument("--threads", type=int, help="CPU threads for the runtimes")
+    parser.add_argument(
+        "--threads", type=int, help="CPU threads for each runtime (default: 1 when runs share the cores)"
+    )
+    parser.add_argument(
+        "--jobs", type=int, default=2,
+        help="benchmark runs at once, each in its own process (default 2, one per core of a 2-core machine; "
+        "1 for models that fill the memory)",
+    )  # fmt: skip
     parser.add_argument(
         "--set",
         action="append",
@@ -101,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
         limit=args.limit,
         max_new_tokens=args.max_new_tokens,
         threads=args.threads,
+        jobs=args.jobs,
         checkpoint=Path(args.checkpoint) if args.checkpoint else None,
         data=Path(args.data) if args.data else None,
         bench_data=Path(args.bench_data) if args.bench_data else None,
