@@ -64,7 +64,7 @@ class Stages:
         results: dict[str, StageResult] = {}
         todo: list[tuple[str, Path, str, StageJob]] = []
         for name, inputs, job in jobs:
-            begun = self._begin(name, inputs)
+            begun = self._begin(name, inputs, f"queued ({workers} at a time)")
             if isinstance(begun, StageResult):
                 results[name] = begun
             else:
@@ -82,7 +82,9 @@ class Stages:
                     results[name] = self._finish(name, fp, outputs, seconds)
         return [results[name] for name, _, _ in jobs]
 
-    def _begin(self, name: str, inputs: dict[str, Any]) -> StageResult | tuple[Path, str]:
+    def _begin(
+        self, name: str, inputs: dict[str, Any], starting: str = "running"
+    ) -> StageResult | tuple[Path, str]:
         """The stage's cached result when its inputs did not change; else its prepared folder and fingerprint."""
         folder = self.work / name
         fp = fingerprint(inputs)
@@ -102,7 +104,7 @@ class Stages:
             shutil.rmtree(folder)  # a crashed run with other inputs: its partial work is not ours
             folder.mkdir(parents=True)
         pending.write_text(json.dumps({"fingerprint": fp, "inputs": inputs}, default=str, indent=2))
-        self.log(f"[{self._clock()}] {name}: running")
+        self.log(f"[{self._clock()}] {name}: {starting}")
         return folder, fp
 
     def _finish(self, name: str, fp: str, outputs: dict[str, str], seconds: float) -> StageResult:
