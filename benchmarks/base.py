@@ -20,10 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-# Instruction suffixes found in LLaVA-1.5's question files (already part of ``text``). The scorers
-# import nothing of impvlm (they run without torch), so the short-answer line is written here as well
-# as in impvlm.templates (for the training data); tests/test_towers.py keeps the two equal.
-SHORT_ANSWER_SUFFIX = "Answer the question using a single word or phrase."
+from impdefs import SHORT_ANSWER_SUFFIX as SHORT_ANSWER_SUFFIX
+from impdefs import ImpError
+
+# Instruction suffixes found in LLaVA-1.5's question files (already part of ``text``). The short-answer
+# line, which the training data shares, is defined in impdefs (the scorers import nothing of impvlm).
 MULTIPLE_CHOICE_SUFFIX = "Answer with the option's letter from the given choices directly."
 UNANSWERABLE_SUFFIX = "When the provided information is insufficient, respond with 'Unanswerable'."
 
@@ -36,12 +37,8 @@ STATUS_SUBMISSION = "submission"  # scored by an evaluation server: upload write
 STATUS_UNGRADED = "ungraded"  # needs an LLM judge that was not configured; answers are kept
 
 
-class BenchmarkError(Exception):
-    """A user-facing benchmark error whose message is one line naming what is at fault.
-
-    Not an :class:`impvlm.errors.ImpError` only because the scorers import nothing of impvlm; the
-    ``imp`` command treats both alike (:data:`impvlm.cli.user_errors`).
-    """
+class BenchmarkError(ImpError):
+    """A user-facing benchmark error whose message is one line naming what is at fault."""
 
 
 class UnknownBenchmarkError(BenchmarkError, ValueError):

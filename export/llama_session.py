@@ -8,7 +8,7 @@ embeddings too), and the KV cache can be truncated to a prefix to reuse a system
 Example (an Imp prompt: text, image features, text)::
 
     with LlamaSession("lm-q4_k_m.gguf", n_ctx=2048) as s:
-        pre, post = prompt.split("<image>")
+        pre, post = prompt.split(IMAGE_TOKEN)  # impdefs.IMAGE_TOKEN
         s.eval_tokens(s.tokenize(pre))
         s.eval_embeddings(image_features)  # (N, n_embd) float32, from the ONNX vision encoder
         s.eval_tokens(s.tokenize(post))

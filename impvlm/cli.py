@@ -80,12 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def user_errors() -> tuple[type[Exception], ...]:
-    """The errors ``imp`` prints as one line: :class:`ImpError` and the benchmarks' own base (the
-    scorers import nothing of impvlm, so theirs cannot derive from it)."""
-    from benchmarks.base import BenchmarkError
-    from impvlm.errors import ImpError
+    """The errors ``imp`` prints as one line: the root of every user error, :class:`impdefs.ImpError`
+    (the benchmarks' errors derive from it too)."""
+    from impdefs import ImpError
 
-    return (ImpError, BenchmarkError)
+    return (ImpError,)
 
 
 def main(argv: list[str] | None = None) -> int:

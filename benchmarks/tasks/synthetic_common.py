@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.base import SHORT_ANSWER_SUFFIX
 from impvlm.data.synthetic import (
     POSITION_PHRASES,
     QA,
@@ -30,8 +29,6 @@ from impvlm.data.synthetic import (
     sample_scene,
 )
 
-#: The short-answer line as it ends a question's ``text``.
-SHORT = "\n" + SHORT_ANSWER_SUFFIX
 NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
 # Plausible answers of annotators who disagree (not normalized to the right answer).
 SHAPE_ALTERNATES: dict[str, tuple[str, ...]] = {

@@ -46,15 +46,11 @@ from typing import Any, NamedTuple
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from impdefs import IMAGE_TOKEN, SHORT_ANSWER_TAIL
 from impvlm.errors import ConfigError
 from impvlm.files import prepare_out_dir
-from impvlm.templates import IMAGE_TOKEN
-from impvlm.templates import SHORT_ANSWER_SUFFIX as SHORT_ANSWER_INSTRUCTION
 
 log = logging.getLogger(__name__)
-
-#: What a short-answer question ends with: a new line, then LLaVA-1.5's short-answer instruction.
-SHORT_ANSWER_SUFFIX = "\n" + SHORT_ANSWER_INSTRUCTION
 
 KINDS: tuple[str, ...] = ("colour", "shape", "position", "count", "exists", "ocr")
 OBJECT_KINDS: tuple[str, ...] = ("colour", "shape", "position", "count", "exists")
@@ -520,7 +516,7 @@ def _yes(polarity: bool) -> str:
 
 
 def with_suffix(question: str) -> str:
-    return question + SHORT_ANSWER_SUFFIX
+    return question + SHORT_ANSWER_TAIL
 
 
 def pretrain_record(rid: str, image: str, scene: Scene, rng: np.random.Generator) -> dict[str, Any]:
@@ -751,6 +747,6 @@ def _world_info(cfg: WorldConfig, counts: dict[str, Any]) -> dict[str, Any]:
         "config": cfg.to_dict(),
         "kinds": list(KINDS),
         "image_folder": ".",
-        "question_suffix": SHORT_ANSWER_SUFFIX,
+        "question_suffix": SHORT_ANSWER_TAIL,
         "counts": counts,
     }
