@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 # name -> (module with configure/run, one-line help)
@@ -109,7 +110,12 @@ def main(argv: list[str] | None = None) -> int:
 
     module = importlib.import_module(args._module)
     try:
-        return int(module.run(args) or 0)
+        status = int(module.run(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, inside the wrapper, not at interpreter exit
+        return status
+    except BrokenPipeError:  # `imp info BUNDLE | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
+        return 141  # 128 + SIGPIPE, as a shell reports a writer stopped by a closed pipe
     except user_errors() as exc:
         print(f"imp {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -77,3 +77,25 @@ def test_shared_definitions_import_nothing_and_root_every_user_error() -> None:
     assert ImpError is impdefs.ImpError
     for error in (BenchmarkError, BenchmarkDataError, JudgeError, ExportError, ConfigError):
         assert issubclass(error, impdefs.ImpError), error
+
+
+def test_a_closed_output_pipe_ends_the_command_quietly(tiny_checkpoint) -> None:
+    """``imp info CHECKPOINT | head``: the reader stops early; no traceback, no error line."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "impvlm.cli", "info", str(tiny_checkpoint)],
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=Path(__file__).parents[1],
+        )
+    finally:
+        os.close(write)
+    assert done.returncode == 141 and done.stderr == ""

@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from impvlm.arguments import add_upstream_parts
+
 
 def _csv(value: str) -> list[str]:
     value = value.strip().lower()
@@ -66,14 +68,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="quantize with an importance matrix measured on the calibration prompts",
     )
-    parser.add_argument(
-        "--vision-tower",
-        metavar="DIR",
-        help="local SigLIP / CLIP folder, for an upstream checkpoint that only names its tower (a hub id)",
-    )
-    parser.add_argument(
-        "--language-model", metavar="DIR", help="local Phi-2 folder, the base of an upstream stage output"
-    )
+    add_upstream_parts(parser)
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 

@@ -13,6 +13,8 @@ import argparse
 import json
 from typing import Any
 
+from impvlm.arguments import add_upstream_parts
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -20,12 +22,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-verify", action="store_true", help="do not hash the files (faster)")
     parser.add_argument("--json", action="store_true", help="print manifest.json as is")
-    parser.add_argument(
-        "--vision-tower", metavar="DIR", help="checkpoint: local tower folder for one that names a hub id"
-    )
-    parser.add_argument(
-        "--language-model", metavar="DIR", help="checkpoint: the base Phi-2 folder of a stage output"
-    )
+    add_upstream_parts(parser, scope="checkpoint only: ")
 
 
 def run(args: argparse.Namespace) -> int:

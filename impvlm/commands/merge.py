@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import argparse
 
+from impvlm.arguments import add_upstream_parts
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -29,12 +31,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--base", metavar="DIR", help="full checkpoint the first LoRA / projector stage applies to"
     )
-    parser.add_argument(
-        "--language-model", metavar="DIR", help="Phi folder (HF layout) for upstream stage outputs"
-    )
-    parser.add_argument(
-        "--vision-tower", metavar="DIR", help="SigLIP / CLIP folder (HF layout) for upstream stage outputs"
-    )
+    add_upstream_parts(parser)
     parser.add_argument(
         "--tokenizer", metavar="DIR", help="tokenizer folder (default: the first stage folder that has one)"
     )

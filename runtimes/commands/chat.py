@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from impvlm.arguments import add_max_image_pixels, add_threads
+from impvlm.arguments import add_max_image_pixels, add_threads, add_upstream_parts
 from runtimes.sampling import MAX_TEMPERATURE
 
 
@@ -28,14 +28,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     add_threads(parser)
     add_max_image_pixels(parser)
-    parser.add_argument(
-        "--vision-tower",
-        metavar="DIR",
-        help="checkpoint only: local tower folder for one that names a hub id",
-    )
-    parser.add_argument(
-        "--language-model", metavar="DIR", help="checkpoint only: the base Phi-2 folder of a stage output"
-    )
+    add_upstream_parts(parser, scope="checkpoint only: ")
     parser.add_argument("--max-new-tokens", type=int, default=256, help="answer length limit (default 256)")
     parser.add_argument(
         "--temperature",
