@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 
 from benchmarks.tasks import gqa
-from benchmarks.tasks.synthetic_common import BenchmarkFiles, SuiteWriter, article, object_scene, pick
+from benchmarks.tasks.synthetic_common import BenchmarkFiles, SuiteWriter, object_scene
 from impdefs import SHORT_ANSWER_TAIL
-from impvlm.data.synthetic import POSITION_PHRASES, Obj, Scene, WorldConfig, ask
+from impvlm.data.synthetic import POSITION_PHRASES, Obj, Scene, WorldConfig, article, ask, pick
 
 SEMANTIC = {"colour": "attr", "shape": "cat", "position": "rel", "exists": "obj"}
 

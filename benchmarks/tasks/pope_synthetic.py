@@ -12,9 +12,9 @@ from collections import Counter
 import numpy as np
 
 from benchmarks.tasks import pope
-from benchmarks.tasks.synthetic_common import BenchmarkFiles, SuiteWriter, article, object_scene
+from benchmarks.tasks.synthetic_common import BenchmarkFiles, SuiteWriter, object_scene
 from impdefs import SHORT_ANSWER_TAIL
-from impvlm.data.synthetic import Scene
+from impvlm.data.synthetic import Scene, article
 
 ORDER = ("adversarial", "random", "popular")  # the order of the question file
 OFFSETS = {"adversarial": 0, "random": 10_000_000, "popular": 20_000_000}  # question-id offsets

@@ -26,6 +26,7 @@ from impvlm.data.synthetic import (
     WorldConfig,
     applicable_kinds,
     ask,
+    pick,
     sample_scene,
 )
 
@@ -125,16 +126,6 @@ def _dump(obj: Any, indent: int | None = None) -> str:
 
 
 # --------------------------------------------------------------------------------- words and answers
-
-
-def pick(rng: np.random.Generator, seq: Sequence[Any]) -> Any:
-    """One item of ``seq`` at random."""
-    return seq[int(rng.integers(len(seq)))]
-
-
-def article(word: str) -> str:
-    """``"an"`` before a vowel, else ``"a"``."""
-    return "an" if word[0] in "aeiou" else "a"
 
 
 def answer_type(qa: QA) -> str:
