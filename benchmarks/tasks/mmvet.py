@@ -62,6 +62,17 @@ def result_key(question: Question) -> str:
     return f"v1_{question.meta.get('question_id', question.qid)}"
 
 
+def _graded_note(identity: dict) -> str:
+    """Who graded the answers, and whether the scores compare with the official judge's."""
+    if identity.get("offline"):
+        note = f"graded by the {identity['description']}"
+    else:
+        note = f"graded by {identity['model']} at {identity['base_url']}"
+    if not identity["is_official_model"]:
+        note += f" (official judge: {identity['official_model']}; scores are not comparable)"
+    return note
+
+
 class MMVet(Benchmark):
     name = "mmvet"
     headline_name = "total"
@@ -95,13 +106,7 @@ class MMVet(Benchmark):
     def score(self, root: Path, answers: dict[str, str], questions: list[Question]) -> BenchmarkResult:
         judge = self._judge()
         if judge is None:
-            samples = [SampleScore(q.qid, answers.get(q.qid), None) for q in questions]
-            note = (
-                f"ungraded: no MM-Vet judge configured (set {ENV_BASE_URL} and {ENV_MODEL}, "
-                f"or {ENV_JUDGE}={EXACT_JUDGE} for the offline exact-match grader); "
-                "answers kept, write_submission gives the official grader's input"
-            )
-            return BenchmarkResult(self.name, self.headline_name, None, {}, samples, note, STATUS_UNGRADED)
+            return self._ungraded(answers, questions)
         truth_path = Path(root) / FOLDER / GROUND_TRUTH_FILE
         truth = read_json(truth_path, "MM-Vet ground-truth file")
         cache = self._load_cache()
@@ -119,25 +124,7 @@ class MMVet(Benchmark):
             prediction = answers.get(q.qid)
             missing += prediction is None
             prediction = prediction or ""
-            cached = cache.get(key)
-            if (
-                isinstance(cached, dict)
-                and cached.get("prediction") == prediction
-                and cached.get("judge_model") == identity["model"]
-                and cached.get("base_url") == identity["base_url"]
-            ):
-                grade = cached
-            else:
-                result = judge.grade(str(entry["question"]), str(entry["answer"]), prediction)
-                grade = {
-                    **result.to_dict(),
-                    "prediction": prediction,
-                    "judge_model": identity["model"],
-                    "base_url": identity["base_url"],
-                }
-                cache[key] = grade
-                if self.cache_path:
-                    write_json(self.cache_path, cache, indent=1)
+            grade = self._grade(judge, cache, key, entry, prediction)
             score = float(grade["score"])
             grades[q.qid] = {k: grade[k] for k in ("score", "content", "attempts", "model")}
             samples.append(SampleScore(q.qid, prediction, score))
@@ -152,15 +139,42 @@ class MMVet(Benchmark):
         metrics.update({f"integration/{c}": 100 * mean(v) for c, v in sorted(per_combo.items())})
         metrics["missing"] = float(missing)
         info = {"judge": judge.identity(), "grades": grades}
-        if identity.get("offline"):
-            note = f"graded by the {identity['description']}"
-        else:
-            note = f"graded by {identity['model']} at {identity['base_url']}"
-        if not identity["is_official_model"]:
-            note += f" (official judge: {identity['official_model']}; scores are not comparable)"
         return BenchmarkResult(
-            self.name, self.headline_name, headline, metrics, samples, note=note, info=info
+            self.name, self.headline_name, headline, metrics, samples, note=_graded_note(identity), info=info
         )
+
+    def _ungraded(self, answers: dict[str, str], questions: list[Question]) -> BenchmarkResult:
+        samples = [SampleScore(q.qid, answers.get(q.qid), None) for q in questions]
+        note = (
+            f"ungraded: no MM-Vet judge configured (set {ENV_BASE_URL} and {ENV_MODEL}, "
+            f"or {ENV_JUDGE}={EXACT_JUDGE} for the offline exact-match grader); "
+            "answers kept, write_submission gives the official grader's input"
+        )
+        return BenchmarkResult(self.name, self.headline_name, None, {}, samples, note, STATUS_UNGRADED)
+
+    def _grade(self, judge: Judge, cache: dict, key: str, entry: dict, prediction: str) -> dict:
+        """The judge's grade of one answer: from the cache when the same judge graded the same answer,
+        else asked now and cached (the cache file rewritten, so an interrupted run keeps its grades)."""
+        identity = judge.identity()
+        cached = cache.get(key)
+        if (
+            isinstance(cached, dict)
+            and cached.get("prediction") == prediction
+            and cached.get("judge_model") == identity["model"]
+            and cached.get("base_url") == identity["base_url"]
+        ):
+            return cached
+        result = judge.grade(str(entry["question"]), str(entry["answer"]), prediction)
+        grade = {
+            **result.to_dict(),
+            "prediction": prediction,
+            "judge_model": identity["model"],
+            "base_url": identity["base_url"],
+        }
+        cache[key] = grade
+        if self.cache_path:
+            write_json(self.cache_path, cache, indent=1)
+        return grade
 
     def write_submission(
         self, root: Path, answers: dict[str, str], questions: list[Question], out_dir: Path
