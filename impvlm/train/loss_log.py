@@ -1,5 +1,5 @@
-"""The training loss: shown while training (progress-bar postfix or one log line per logged step) and
-appended to ``loss.jsonl`` in the run folder, read back to resume a run and to report its mean loss."""
+"""The loss log: every logged training loss appended to ``loss.jsonl`` in the run folder, read back to
+resume a run (cut to its checkpoint) and to report the run's mean loss."""
 
 from __future__ import annotations
 
@@ -11,41 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
-from transformers.trainer_callback import ProgressCallback
 
 from impvlm.files import read_jsonl
 
 log = logging.getLogger(__name__)
 
 LOSS_LOG = "loss.jsonl"
-
-
-class LossProgress(ProgressCallback):
-    """transformers' progress bar, with the last logged loss and lr as its postfix."""
-
-    def on_log(
-        self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any
-    ) -> None:
-        if state.is_world_process_zero and self.training_bar is not None and logs and "loss" in logs:
-            self.training_bar.set_postfix(_loss_fields(logs), refresh=False)
-
-
-class LossLines(TrainerCallback):
-    """Without a progress bar: one log line per logged step."""
-
-    def on_log(
-        self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any
-    ) -> None:
-        if state.is_world_process_zero and logs and "loss" in logs:
-            fields = ", ".join(f"{k} {v}" for k, v in _loss_fields(logs).items())
-            log.info("step %d/%d: %s", state.global_step, state.max_steps, fields)
-
-
-def _loss_fields(logs: dict[str, Any]) -> dict[str, str]:
-    fields = {"loss": f"{logs['loss']:.4f}"}
-    if logs.get("learning_rate") is not None:
-        fields["lr"] = f"{logs['learning_rate']:.2e}"
-    return fields
 
 
 class LossLog(TrainerCallback):

@@ -1,7 +1,7 @@
 """The pieces around transformers' ``Trainer``: device-dependent choices (precision, attention,
 DeepSpeed, CPU threads), the ``TrainingArguments`` of a recipe, :class:`ImpTrainer` (the stage's optimizer
-groups, modality-grouped batches, record reports, committed checkpoints). The loss log and the loss
-shown while training are :mod:`impvlm.train.loss_log`."""
+groups, modality-grouped batches, record reports, committed checkpoints) and the loss it shows while
+training. The loss log file is :mod:`impvlm.train.loss_log`."""
 
 from __future__ import annotations
 
@@ -19,14 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import Trainer
+from transformers import Trainer, TrainerCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from impvlm.errors import CheckpointError, ConfigError, ImpError
 from impvlm.templates import IGNORE_INDEX
 from impvlm.train.atomic import write_json_atomic
 from impvlm.train.data import BatchReport, ModalityLengthGroupedSampler
-from impvlm.train.loss_log import LossLines, LossProgress
 from impvlm.train.recipes import DEEPSPEED_CONFIGS, Recipe
 from impvlm.train.stages import Stage, unwrap
 
@@ -264,6 +263,34 @@ class ImpTrainer(Trainer):
             raise CheckpointError(
                 f"{checkpoint}: its random-state file (rng_state*.pth) cannot be restored: {first}"
             ) from None
+
+
+class LossProgress(ProgressCallback):
+    """transformers' progress bar, with the last logged loss and lr as its postfix."""
+
+    def on_log(
+        self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any
+    ) -> None:
+        if state.is_world_process_zero and self.training_bar is not None and logs and "loss" in logs:
+            self.training_bar.set_postfix(_loss_fields(logs), refresh=False)
+
+
+class LossLines(TrainerCallback):
+    """Without a progress bar: one log line per logged step."""
+
+    def on_log(
+        self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any
+    ) -> None:
+        if state.is_world_process_zero and logs and "loss" in logs:
+            fields = ", ".join(f"{k} {v}" for k, v in _loss_fields(logs).items())
+            log.info("step %d/%d: %s", state.global_step, state.max_steps, fields)
+
+
+def _loss_fields(logs: dict[str, Any]) -> dict[str, str]:
+    fields = {"loss": f"{logs['loss']:.4f}"}
+    if logs.get("learning_rate") is not None:
+        fields["lr"] = f"{logs['learning_rate']:.2e}"
+    return fields
 
 
 def committed_checkpoints(folder: Path) -> list[Path]:
