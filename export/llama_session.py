@@ -135,6 +135,9 @@ class LlamaSession:
         extra_buffers: let llama.cpp put weights in its extra CPU buffers (repacked layouts, AMX);
             ``None`` = unless this CPU has AMX, where llama-cpp-python 0.3.36 crashes on them
             (:func:`cpu_extra_buffers_safe`).
+        n_seq_max: most sequences the context holds (:class:`export.llama_sequences.LlamaSequences`).
+            They share one KV cache of ``n_ctx`` cells (llama.cpp's unified cache), so a prefix
+            copied to another sequence costs no cells.
     """
 
     def __init__(
@@ -150,6 +153,7 @@ class LlamaSession:
         use_mmap: bool = False,
         n_ubatch: int | None = None,
         extra_buffers: bool | None = None,
+        n_seq_max: int = 64,
     ) -> None:
         self._model = self._ctx = None
         self._tok_batch = self._emb_batch = None
@@ -178,7 +182,8 @@ class LlamaSession:
             cparams.n_ctx = int(n_ctx or self.n_ctx_train)
             cparams.n_batch = max(1, min(int(n_batch), cparams.n_ctx))
             cparams.n_ubatch = min(cparams.n_batch, int(n_ubatch or 512))
-            cparams.n_seq_max = 1
+            cparams.n_seq_max = max(1, int(n_seq_max))
+            cparams.kv_unified = True
             cparams.n_threads = threads
             cparams.n_threads_batch = threads
             cparams.no_perf = True
@@ -193,6 +198,7 @@ class LlamaSession:
             self.n_ctx = int(lib.llama_n_ctx(self._ctx))
             self.n_batch = int(lib.llama_n_batch(self._ctx))
             self.n_threads = threads
+            self.n_seq_max = int(lib.llama_n_seq_max(self._ctx))
             self._mem = lib.llama_get_memory(self._ctx)
             self._tok_batch = lib.llama_batch_init(self.n_batch, 0, 1)
             self._tok = _BatchView(self._tok_batch, self.n_batch, 0)

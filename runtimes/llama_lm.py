@@ -8,12 +8,14 @@ the same calls into the session, written once here.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from export.bundle import MANIFEST_FILE, load_manifest
+from export.llama_sequences import LlamaSequences
 from export.llama_session import LlamaSession
 from impvlm.templates import get_template
 from runtimes.base import Runtime
@@ -31,6 +33,8 @@ class LlamaLMRuntime(Runtime):
     """A runtime whose LM is the llama.cpp session ``self._lm`` (set by the subclass's ``__init__``)."""
 
     _lm: LlamaSession
+    _sequences: LlamaSequences | None = None  # made on the first fork
+    batched = True
 
     def _open_bundle(self, bundle: str | Path, verify: bool | str) -> dict[str, Any]:
         """Read the bundle's manifest (sha256-checked unless ``verify`` is false) and set what the text
@@ -53,6 +57,8 @@ class LlamaLMRuntime(Runtime):
         return manifest
 
     def close(self) -> None:
+        if self._sequences is not None:
+            self._sequences.close()
         self._lm.close()
 
     def _truncate(self, n: int) -> None:
@@ -68,3 +74,20 @@ class LlamaLMRuntime(Runtime):
     def _eval_embeddings(self, embeddings: np.ndarray) -> np.ndarray:
         self._lm.eval_embeddings(np.ascontiguousarray(embeddings, dtype=np.float32))
         return self._lm.logits()
+
+    # ------------------------------------------------------------------ batch hooks
+    def batch_capacity(self, prefix: int, per_sequence: int) -> int:
+        return min(super().batch_capacity(prefix, per_sequence), self._lm.n_seq_max)
+
+    def _fork(self, n: int) -> None:
+        if self._sequences is None:
+            self._sequences = LlamaSequences(self._lm)
+        self._sequences.fork(n)
+
+    def _eval_many(self, rows: Sequence[list[int]]) -> np.ndarray:
+        assert self._sequences is not None
+        return self._sequences.eval_many(list(rows))
+
+    def _join(self, n: int) -> None:
+        assert self._sequences is not None
+        self._sequences.join(n)
