@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from benchmarks.answer_groups import answer_record, same_image_groups
 from benchmarks.base import (
     Benchmark,
     BenchmarkDataError,
@@ -149,12 +150,15 @@ class BenchmarkRunOptions:
     reuse: bool = True
     progress: bool = True
     overwrite: bool = False
+    max_batch: int | None = None  # most questions decoded together (None: what the runtime's context allows)
 
     def __post_init__(self) -> None:
         if self.limit is not None and self.limit < 1:
             raise BenchmarkOptionError(
                 f"--limit {self.limit} selects no questions: give a positive number, or leave it out for all"
             )
+        if self.max_batch is not None and self.max_batch < 1:
+            raise BenchmarkOptionError(f"--max-batch must be at least 1, got {self.max_batch}")
         if self.max_new_tokens is not None and self.max_new_tokens < 1:
             raise BenchmarkOptionError(f"--max-new-tokens must be at least 1, got {self.max_new_tokens}")
         if self.num_chunks < 1:
@@ -209,36 +213,14 @@ def run_benchmark(
         disable=not options.progress,
         dynamic_ncols=True,
     )
-    for q in todo:
-        images = [q.image_bytes] if q.image_bytes is not None else ([image_dir / q.image] if q.image else [])
-        limit = (
-            q.max_new_tokens
-            if options.max_new_tokens is None
-            else min(q.max_new_tokens, options.max_new_tokens)
-        )
-        out = runtime.generate(images, q.text, max_new_tokens=limit, reuse=options.reuse)
-        t = out.timings
-        log.append(
-            {
-                "qid": q.qid,
-                "question_id": q.meta.get("question_id", q.qid),
-                "prompt": q.text,
-                "text": out.text,
-                "answer_id": f"{runtime.name}-{q.qid}",
-                "model_id": model_id,
-                "metadata": {
-                    "finish_reason": out.finish_reason,
-                    "new_tokens": t.decode_tokens,
-                    "ttft_s": round(t.ttft_s, 5),
-                    "total_s": round(t.total_s, 5),
-                    "reused_tokens": t.reused_tokens,
-                    "prefill_tokens": t.prefill_tokens,
-                    "decode_s": round(t.decode_s, 5),
-                    "image_encode_s": round(t.image_encode_s, 5),
-                },
-            }
-        )
-        bar.update(1)
+    for group, images, limit in same_image_groups(todo, image_dir, options.reuse, options.max_new_tokens):
+        if len(group) > 1:
+            outs = runtime.generate_many(images, [q.text for q in group], limit, max_batch=options.max_batch)
+        else:
+            outs = [runtime.generate(images, group[0].text, max_new_tokens=limit, reuse=options.reuse)]
+        for q, out in zip(group, outs, strict=True):
+            log.append(answer_record(q, out, runtime.name, model_id))
+        bar.update(len(group))
     bar.close()
     return log.path
 
@@ -401,6 +383,8 @@ def run_suite(
         "benchmarks": list(fingerprint["benchmarks"]),
         "limit": options.limit,
         "max_new_tokens": options.max_new_tokens,
+        "decoding": "batched per image" if options.reuse else "one question at a time",
+        "max_batch": options.max_batch,
         "fingerprint": fingerprint,
     }
     write_run_info(run_dir, info)

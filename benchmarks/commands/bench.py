@@ -36,6 +36,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-reuse", action="store_true", help="recompute everything per question (upstream way)"
     )
+    parser.add_argument(
+        "--max-batch", type=int, help="most questions on one image decoded together (default: what fits)"
+    )
     parser.add_argument("--lm", help="GGUF precision of a bundle (e.g. q4_k_m)")
     parser.add_argument("--vision", help="ONNX precision of a bundle (fp32, fp16, int8)")
     parser.add_argument("--threads", type=int, help="CPU threads")
@@ -87,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
         max_new_tokens=args.max_new_tokens,
         reuse=not args.no_reuse,
         overwrite=args.overwrite,
+        max_batch=args.max_batch,
     )
     prepare_out_dir(Path(args.out))
     runtime = load_runtime(action, lm=args.lm, vision=args.vision, threads=args.threads)
