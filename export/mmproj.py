@@ -49,6 +49,7 @@ from gguf import MODEL_TENSOR, TENSOR_NAMES, GGUFType, LlamaFileType
 
 from export.errors import ExportError
 from export.gguf_file import BASE_DTYPES, GGUFTensor, write_gguf_file
+from export.llama import CLS_ORDER_BUG
 from export.quant_types import QUANT_TYPES, mmproj_gate
 
 log = logging.getLogger(__name__)
@@ -320,9 +321,6 @@ def llama_cpp_chat_template(template: Any) -> str:
 
 
 # ------------------------------------------------------------------------------------ validation
-#: The upstream defect a CLIP tower runs into (the llava graph appends the class token after the
-#: patches while its inputs assume it first): the file is right, the library computes something else.
-CLS_ORDER_BUG = "ggml-org/llama.cpp#25814"
 N_GREEDY = 16
 VALIDATION_IMAGES_DESCRIPTION = (
     "synthetic scenes (impvlm.data.synthetic, seed 1) rendered at 2x the input size: square, "
