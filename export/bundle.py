@@ -44,6 +44,7 @@ from export.manifest import (
     SourceInfo,
     TemplateInfo,
     TokenIds,
+    check_bundle,
     sha256_file,
 )
 from export.quant_types import BASE_TYPES, QUANT_TYPES, lm_gate
@@ -241,7 +242,6 @@ def export_bundle(
     """
     from tqdm import tqdm
 
-    from export.manifest_check import check_files
     from export.target import check_target, make_work_folder, move_into_place, os_reason, remove_empty
     from impvlm.upstream import Parts
 
@@ -258,7 +258,7 @@ def export_bundle(
         )
         manifest.timings["total_seconds"] = round(time.perf_counter() - started, 3)
         manifest.write(work)
-        check_files(work, manifest)  # the bundle passes the checks every load makes
+        check_bundle(work, manifest)  # the bundle passes the checks every load makes
         move_into_place(work, out)
     except BaseException as exc:
         shutil.rmtree(work, ignore_errors=True)
