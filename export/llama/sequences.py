@@ -1,4 +1,4 @@
-"""`LlamaSequences`: several sequences on one :class:`~export.llama_session.LlamaSession`, decoded together.
+"""`LlamaSequences`: several sequences on one :class:`~export.llama.session.LlamaSession`, decoded together.
 
 Sequence 0 is the session's own; :meth:`LlamaSequences.fork` makes sequences ``1 .. n-1`` copies of
 it with ``llama_memory_seq_cp``, so a prefix (system prompt + image) prefilled once is shared by
@@ -21,7 +21,8 @@ from __future__ import annotations
 import numpy as np
 
 from export.errors import ExportError
-from export.llama_session import LlamaCppError, LlamaSession, _BatchView, log_tail
+from export.llama.library import LlamaCppError, log_tail
+from export.llama.session import LlamaSession, _BatchView
 
 
 class LlamaSequences:
