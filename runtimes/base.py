@@ -5,13 +5,16 @@ same on every backend lives here: rendering the template, splitting the prompt a
 tokenizing with the model's own ``tokenizer.json``, greedy / seeded sampling, stop handling,
 detokenizing without special tokens, streaming, timings, and reuse of work between calls (image
 features by content hash, and the KV cache of the longest shared prefix). Backends only implement
-how to encode pixels and how to evaluate tokens / embeddings into their KV cache.
+how to encode pixels and how to evaluate tokens / embeddings into their KV cache, and, to answer
+several questions about one image together (``generate_many``), how to fork that cache into
+sequences and extend them all in one batch.
 
 Example::
 
     rt = load_runtime("work/bundle")            # or a checkpoint folder
     out = rt.generate(["cat.png"], "What colour is the circle?")
     print(out.text, out.timings.decode_tokens_per_s)
+    outs = rt.generate_many(["cat.png"], ["What colour is it?", "How many cats?"])
 """
 
 from __future__ import annotations
@@ -263,25 +266,25 @@ class Runtime(ABC):
         ttft = [0.0] * n
         t0 = time.perf_counter()
         self._fork(n)
-        logits, order = self._eval_many(suffixes), list(range(n))
-        t1 = time.perf_counter()
-        while order:
-            for row, s in zip(logits, order, strict=True):
-                if not answers[s].done:  # only an answer allowed no tokens is done before its first
-                    answers[s].push(sample_next(row, GREEDY, None))
-                    ttft[s] = ttft[s] or time.perf_counter() - start
-            order = [s for s in range(n) if not answers[s].done]
-            if order:
-                logits = self._eval_many([[] if a.done else a.token_ids[-1:] for a in answers])
-        t2 = time.perf_counter()
-        self._join(prefix)
-        self._cached_keys = self._cached_keys[:prefix]
+        try:
+            logits, order = self._eval_many(suffixes), list(range(n))
+            t1 = time.perf_counter()
+            while order:
+                for row, s in zip(logits, order, strict=True):
+                    if not answers[s].done:  # only an answer allowed no tokens is done before its first
+                        answers[s].push(sample_next(row, GREEDY, None))
+                        ttft[s] = ttft[s] or time.perf_counter() - start
+                order = [s for s in range(n) if not answers[s].done]
+                if order:
+                    logits = self._eval_many([[] if a.done else a.token_ids[-1:] for a in answers])
+            t2 = time.perf_counter()
+        finally:
+            self._join(prefix)
+            self._cached_keys = self._cached_keys[:prefix]
         out = []
         for a, suffix, first in zip(answers, suffixes, ttft, strict=True):
-            timings = Timings(
-                reused_tokens=prefix, prefill_tokens=len(suffix), prefill_s=(t1 - t0) / n, ttft_s=first
-            )
-            timings.decode_tokens, timings.decode_s = len(a.token_ids), (t2 - t1) / n
+            timings = Timings(reused_tokens=prefix, prefill_tokens=len(suffix), prefill_s=(t1 - t0) / n)
+            timings.ttft_s, timings.decode_tokens, timings.decode_s = first, len(a.token_ids), (t2 - t1) / n
             timings.total_s, timings.peak_rss_mb, timings.batch_size = (t2 - t0) / n, peak_rss_mb(), n
             out.append(Generation(a.text, a.token_ids, a.finish_reason, timings))
         return out

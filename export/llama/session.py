@@ -142,7 +142,7 @@ class LlamaSession:
         cparams.n_ctx = int(n_ctx or self.n_ctx_train)
         cparams.n_batch = max(1, min(int(n_batch), cparams.n_ctx))
         cparams.n_ubatch = min(cparams.n_batch, int(n_ubatch or 512))
-        cparams.n_seq_max = max(1, int(n_seq_max))
+        cparams.n_seq_max = max(1, min(int(n_seq_max), cparams.n_batch))  # one output row per sequence
         cparams.kv_unified = True  # sequences share the cells of a common prefix
         cparams.n_threads = cparams.n_threads_batch = self.n_threads
         cparams.no_perf = True
