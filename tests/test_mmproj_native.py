@@ -22,10 +22,9 @@ from export import mmproj
 from export.bundle import ExportPlan, export_bundle
 from export.errors import ExportError
 from export.gguf_lm import write_gguf
-from export.llama import MtmdEncoder, mtmd_module
+from export.llama import CLS_ORDER_BUG, MtmdEncoder, mtmd_module
 from export.manifest import MANIFEST_FILE, load_manifest
 from export.mmproj import (
-    CLS_ORDER_BUG,
     LLAMA_CPP_PAD_COLOUR,
     mmproj_facts,
     validate_mmproj,
