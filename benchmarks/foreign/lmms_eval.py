@@ -2,7 +2,7 @@
 
 One JSON record per line: ``{"doc_id", "doc", "target", "arguments", "resps", "filtered_resps",
 ..., <metric>: ...}``. ``doc`` is the question's record in the task's dataset (without its image),
-which tells the question (:mod:`benchmarks.foreign.keys`). The answer taken is the model's raw
+which tells the question (:mod:`benchmarks.foreign.keys`); the logs' folder is named after the model. The answer taken is the model's raw
 generation, ``resps[0][0]`` (``filtered_resps[0]`` when ``resps`` is absent), so that this project's
 scorers see what the model said, not what a task's filter kept of it.
 """
@@ -54,5 +54,5 @@ def _records(path: Path) -> list[tuple[str, dict[str, Any], Any, Any]]:
 
 def read(path: Path, name: str, questions: list[Question]) -> Imported:
     """The answers of an lmms-eval sample log to ``questions`` of benchmark ``name``."""
-    imported = Imported(name, FORMAT, path)
+    imported = Imported(name, FORMAT, path, fallback_model=path.resolve().parent.name)
     return match_records(imported, _records(path), questions, "the sample's doc")

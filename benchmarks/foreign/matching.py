@@ -22,6 +22,7 @@ class Imported:
     prompts: dict[str, str] = field(default_factory=dict)
     model_ids: set[str] = field(default_factory=set)
     unmatched: int = 0  # records that answer no question of the data folder
+    fallback_model: str = ""  # the model's name when no record names it (told by the file's path)
 
     def add(self, qid: str, text: Any, where: str, prompt: Any = None) -> None:
         if qid in self.answers:

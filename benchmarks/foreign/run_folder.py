@@ -32,8 +32,7 @@ IMPORTED = "imported"  # the runtime name of imported answers
 
 
 def check_target(out: Path, names: Sequence[str], overwrite: bool) -> dict[str, Any]:
-    """``run.json`` of ``out`` after refusing what may not be replaced; old answers of ``names`` go
-    when ``overwrite``."""
+    """``run.json`` of ``out``, after refusing what may not be replaced (nothing is changed here)."""
     info = read_run_info(out)  # another program's run.json is refused
     for path in sorted(out.glob(f"*/{ANSWER_FILES}")):
         AnswerLog(path)  # a foreign or damaged answers file is refused, never replaced
@@ -47,7 +46,6 @@ def check_target(out: Path, names: Sequence[str], overwrite: bool) -> dict[str, 
         raise BenchmarkDataError(
             f"{out} already holds imported answers of {', '.join(again)}: pass --overwrite to replace them"
         )
-    discard_answers(out, again)
     return info
 
 
@@ -59,7 +57,7 @@ def resolve_model_id(imports: Sequence[Imported], given: str | None, info: dict[
             f"the files name several models ({', '.join(sorted(named))}): import each into its own --out, "
             "or name the model with --model-id"
         )
-    model_id = given or (named.pop() if named else imports[0].source.stem)
+    model_id = given or (named.pop() if named else imports[0].fallback_model or imports[0].source.stem)
     before = info.get("runtime", {}).get("model_id")
     if before and before != model_id:
         raise BenchmarkDataError(
@@ -119,7 +117,10 @@ def write_imported(
             f"{out} holds answers imported for the questions of {info.get('data')}, not {data_path}: "
             "import into another --out"
         )
+    if not kept:
+        info = {}  # every answer of the folder is replaced: nothing of it is kept
     model_id = resolve_model_id([i for i, _ in imports], model_id, {**info, "path": str(out)})
+    discard_answers(out, [i.benchmark for i, _ in imports if (out / i.benchmark / ANSWERS).exists()])
     fingerprint = info.get("fingerprint") or {"benchmarks": {}}
     details = dict(info.get("imported") or {})
     for imported, questions in imports:

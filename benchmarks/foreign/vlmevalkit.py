@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.base import BenchmarkDataError, Question
+from benchmarks.foreign.keys import VLMEVAL_DATASETS
 from benchmarks.foreign.matching import Imported, match_records
 
 FORMAT = "vlmevalkit"
@@ -55,7 +56,10 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
 
 def read(path: Path, name: str, questions: list[Question]) -> Imported:
     """The answers of a VLMEvalKit prediction file to ``questions`` of benchmark ``name``."""
-    imported = Imported(name, FORMAT, path)
+    model = next(
+        (path.stem.removesuffix(f"_{d}") for d in VLMEVAL_DATASETS if path.stem.endswith(f"_{d}")), ""
+    )
+    imported = Imported(name, FORMAT, path, fallback_model=model)
     records = [
         (f"row {n} of {path}", row, row.get("prediction"), None) for n, row in enumerate(read_rows(path), 2)
     ]
