@@ -32,10 +32,16 @@ from benchmarks.base import (
     get_benchmark,
     write_json,
 )
-from benchmarks.run_inputs import RESULTS_FILE, read_run_info
+from benchmarks.run_inputs import (
+    RESULT_KEYS,
+    RESULTS_FILE,
+    SAMPLE_KEYS,
+    check_ours,
+    read_json_quietly,
+    read_run_info,
+)
 
 SAMPLES = "samples.jsonl"
-SAMPLE_KEYS = ("qid", "prompt", "answer", "parsed", "score")
 
 
 def check_answers_fit(log: AnswerLog, questions: Sequence[Question], data: Path) -> None:
@@ -53,31 +59,6 @@ def check_answers_fit(log: AnswerLog, questions: Sequence[Question], data: Path)
             f"{len(changed)} answer(s) in {log.path} were given to other prompts than {data} holds "
             f"(first: qid {changed[0]!r}); score with the --data the run used"
         )
-
-
-def _first_record(path: Path) -> Any:
-    with open(path, encoding="utf-8", errors="replace") as handle:
-        line = handle.readline()
-    try:
-        return json.loads(line)
-    except json.JSONDecodeError:
-        return None
-
-
-def check_ours(path: Path, keys: Sequence[str]) -> None:
-    """Refuse to replace ``path`` when it exists and is not a file this module writes."""
-    if not path.exists() or path.stat().st_size == 0:
-        return
-    record = _first_record(path) if path.suffix == ".jsonl" else _read_json_quietly(path)
-    if not isinstance(record, dict) or not all(k in record for k in keys):
-        raise BenchmarkDataError(f"{path} was not written by imp bench; it was left as it is: move it")
-
-
-def _read_json_quietly(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return None
 
 
 def score_benchmark(
@@ -219,8 +200,8 @@ def score_run(
     data = resolve_data(run_dir, data, run_info)
     names = scored_names(run_dir, names)
     results_path = run_dir / RESULTS_FILE
-    check_ours(results_path, ("benchmarks", "scored_at"))
-    previous = (_read_json_quietly(results_path) or {}).get("benchmarks", {}) if results_path.exists() else {}
+    check_ours(results_path, RESULT_KEYS)
+    previous = (read_json_quietly(results_path) or {}).get("benchmarks", {}) if results_path.exists() else {}
     fingerprint = run_info.get("fingerprint") or {}
     results = {n: e for n, e in previous.items() if n not in names and (run_dir / n / ANSWERS).exists()}
     for name in names:

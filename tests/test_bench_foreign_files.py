@@ -79,3 +79,28 @@ def test_score_never_replaces_another_programs_samples_or_results(tmp_path, caps
     assert (run / name).read_text() == content
     if name == "results.json":
         assert json.loads((run / name).read_text()) == {"results": {"mme": {"score": 1}}}
+
+
+def test_overwrite_never_deletes_another_programs_samples(tmp_path, capsys):
+    run = tmp_path / "run"
+    argv = ["bench", "import", str(LLAVA_MME), "--data", str(EVAL), "--out", str(run)]
+    assert main(argv) == 0
+    capsys.readouterr()
+    foreign = run / "mme" / "samples.jsonl"
+    foreign.write_text('{"doc_id": 0, "doc": {}, "resps": [["Yes"]]}\n')
+    before = (run / "mme" / "answers.jsonl").read_bytes()
+    assert "was not written by imp bench" in one_line_error(capsys, [*argv, "--overwrite"])
+    assert foreign.read_text() == '{"doc_id": 0, "doc": {}, "resps": [["Yes"]]}\n'
+    assert (run / "mme" / "answers.jsonl").read_bytes() == before
+
+
+def test_importing_the_importers_loads_no_torch_nor_openpyxl():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, benchmarks.foreign, benchmarks.commands.bench\n"
+        "bad = [m for m in ('torch', 'transformers', 'openpyxl', 'httpx') if m in sys.modules]\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])
