@@ -17,6 +17,11 @@ comparable with published ones). With no judge configured (see :mod:`benchmarks.
 result is "ungraded": headline ``None``, answers kept in the samples. :meth:`MMVet.write_submission`
 writes ``mmvet_results.json`` (``{"v1_<id>": answer}``), the input of the official evaluator.
 
+``MMVet(grades=PATH)`` (``imp bench score --mmvet-grades PATH``) scores from the grade file of MM-Vet's
+own grader (``<model>_<judge>-grade-<N>runs.json``: ``{"v1_<id>": {"model": [...], "content": [...],
+"score": [...]}}``, one entry per grading run): a question scores the mean of its runs, so the total
+is the grader's mean over runs. The file holds no predictions, so it is taken as given.
+
 Grades can be cached in a JSON file (``cache_path``): an entry is reused only for the same
 prediction, judge model and endpoint, so re-scoring never re-asks the judge needlessly.
 """
@@ -104,13 +109,7 @@ class MMVet(Benchmark):
             return self._score_from_grades(root, answers, questions)
         judge = self._judge()
         if judge is None:
-            samples = [SampleScore(q.qid, answers.get(q.qid), None) for q in questions]
-            note = (
-                f"ungraded: no MM-Vet judge configured (set {ENV_BASE_URL} and {ENV_MODEL}, "
-                f"or {ENV_JUDGE}={EXACT_JUDGE} for the offline exact-match grader); "
-                "answers kept, write_submission gives the official grader's input"
-            )
-            return BenchmarkResult(self.name, self.headline_name, None, {}, samples, note, STATUS_UNGRADED)
+            return self._ungraded(answers, questions)
         truth_path = Path(root) / FOLDER / GROUND_TRUTH_FILE
         truth = read_json(truth_path, "MM-Vet ground-truth file")
         cache = self._load_cache()
@@ -161,6 +160,15 @@ class MMVet(Benchmark):
         return BenchmarkResult(
             self.name, self.headline_name, headline, metrics, samples, note=note, info=info
         )
+
+    def _ungraded(self, answers: dict[str, str], questions: list[Question]) -> BenchmarkResult:
+        samples = [SampleScore(q.qid, answers.get(q.qid), None) for q in questions]
+        note = (
+            f"ungraded: no MM-Vet judge configured (set {ENV_BASE_URL} and {ENV_MODEL}, "
+            f"or {ENV_JUDGE}={EXACT_JUDGE} for the offline exact-match grader, or score from a grade "
+            "file with --mmvet-grades); answers kept, write_submission gives the official grader's input"
+        )
+        return BenchmarkResult(self.name, self.headline_name, None, {}, samples, note, STATUS_UNGRADED)
 
     def _score_from_grades(
         self, root: Path, answers: dict[str, str], questions: list[Question]
