@@ -83,17 +83,23 @@ def test_llava_answer_files_round_trip_to_the_known_scores(tmp_path, capsys):
 
 def test_lmms_eval_sample_logs_give_the_same_scores(tmp_path):
     run = tmp_path / "lmms"
-    logs = [ASSETS / "lmms-eval" / "samples_mme.jsonl", ASSETS / "lmms-eval" / "samples_mmbench_en_dev.jsonl"]
+    logs = [
+        ASSETS / "lmms-eval" / f"samples_{task}.jsonl" for task in ("mme", "mmbench_en_dev", "textvqa_val")
+    ]
     summary = import_answers([str(p) for p in logs], EVAL, run)
     assert [(s["benchmark"], s["answers"], s["format"]) for s in summary] == [
         ("mme", 6, "lmms-eval"),
         ("mmbench", 4, "lmms-eval"),
+        ("textvqa", 3, "lmms-eval"),
     ]
     assert main(["bench", "score", str(run)]) == 0
     out = results(run)
-    assert out["mme"]["headline"] == pytest.approx(250.0) and out["mmbench"]["headline"] == pytest.approx(
-        50.0
-    )
+    assert out["mme"]["headline"] == pytest.approx(250.0)
+    assert out["mmbench"]["headline"] == pytest.approx(50.0)
+    assert out["textvqa"]["headline"] == pytest.approx(63.333, abs=1e-3)
+    assert (
+        json.loads((run / "run.json").read_text())["runtime"]["model_id"] == "lmms-eval"
+    )  # the logs' folder
 
 
 @pytest.mark.parametrize("suffix", [".tsv", ".xlsx"])
@@ -173,3 +179,37 @@ def test_importing_twice_needs_overwrite(tmp_path):
     import_answers([str(LLAVA["mme"])], EVAL, run, overwrite=True)
     import_answers([str(LLAVA["textvqa"])], EVAL, run)  # another benchmark of the same model joins
     assert json.loads((run / "run.json").read_text())["benchmarks"] == ["mme", "textvqa"]
+
+
+REAL = (Path(__file__).parents[1] / "../shared/data/llava-eval").resolve()
+
+
+@pytest.mark.skipif(not REAL.is_dir(), reason=f"real LLaVA question files not found at {REAL}")
+def test_answer_files_for_the_real_question_files_import_in_full(tmp_path, capsys):
+    """LLaVA answer files for the real MME (repeated ids) and POPE question files: every answer finds
+    its question; POPE scores with its labels, MME (no ground truth here) needs annotations."""
+    files = []
+    for folder, question_file in (("MME", "llava_mme.jsonl"), ("pope", "llava_pope_test.jsonl")):
+        answers = tmp_path / folder / "answers" / "llava-v1.5-13b.jsonl"
+        answers.parent.mkdir(parents=True)
+        lines = (REAL / folder / question_file).read_text().splitlines()
+        records = [
+            {"question_id": q["question_id"], "prompt": q["text"], "text": "Yes" if i % 3 else "No"}
+            for i, q in enumerate(map(json.loads, lines))
+        ]
+        answers.write_text(
+            "".join(json.dumps({**r, "model_id": "m", "metadata": {}}) + "\n" for r in records)
+        )
+        files.append(answers)
+    run = tmp_path / "run"
+    summary = import_answers([str(f) for f in files], REAL, run)
+    assert [(s["answers"], s["questions"], s["unmatched"]) for s in summary] == [
+        (2374, 2374, 0),
+        (8910, 8910, 0),
+    ]
+    assert main(["bench", "score", str(run)]) == 0
+    out = results(run)
+    assert out["mme"]["status"] == "needs annotations" and out["pope"]["status"] == "scored"
+    records = [json.loads(line) for line in (run / "mme" / "answers.jsonl").read_text().splitlines()]
+    assert records[0]["qid"].endswith("#0") and records[1]["qid"] == records[0]["qid"][:-1] + "1"
+    assert [r["text"] for r in records[:3]] == ["No", "Yes", "Yes"]

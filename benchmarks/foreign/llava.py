@@ -64,8 +64,9 @@ def read(path: Path, name: str, questions: list[Question]) -> Imported:
     by_qid = {q.qid: q for q in questions}
     imported = Imported(name, FORMAT, path)
     seen: dict[str, int] = {}
+    qids = set(by_qid)
     for lineno, record in read_records(path):
-        qid = _qid(name, record, seen, set(by_qid))
+        qid = _qid(name, record, seen, qids)
         where = f"line {lineno} of {path}"
         if qid not in by_qid:
             imported.unmatched += 1
