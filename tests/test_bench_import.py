@@ -213,3 +213,14 @@ def test_answer_files_for_the_real_question_files_import_in_full(tmp_path, capsy
     records = [json.loads(line) for line in (run / "mme" / "answers.jsonl").read_text().splitlines()]
     assert records[0]["qid"].endswith("#0") and records[1]["qid"] == records[0]["qid"][:-1] + "1"
     assert [r["text"] for r in records[:3]] == ["No", "Yes", "Yes"]
+
+
+@pytest.mark.parametrize("fmt", [[], ["--format", "llava"], ["--format", "vlmevalkit"]])
+def test_a_file_of_no_known_format_is_one_line_and_writes_nothing(tmp_path, capsys, fmt):
+    binary = tmp_path / "answers.jsonl"
+    binary.write_bytes(b"\xff\xfe\x00 not text")
+    argv = ["bench", "import", f"mme={binary}", "--data", str(EVAL), "--out", str(tmp_path / "run"), *fmt]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert str(binary) in err and "\n" not in err
+    assert not (tmp_path / "run").exists()

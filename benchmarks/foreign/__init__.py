@@ -83,7 +83,11 @@ def import_answers(
         if not path.is_file():
             raise BenchmarkDataError(f"answer file not found: {path}")
         questions = get_benchmark(name).load(Path(data))
-        imported = READERS[fmt or detect_format(path)](path, name, questions)
+        fmt_of_file = fmt or detect_format(path)
+        try:
+            imported = READERS[fmt_of_file](path, name, questions)
+        except UnicodeDecodeError:
+            raise BenchmarkDataError(f"{path} is not a text file: no {fmt_of_file} answer file") from None
         if not imported.answers:
             raise BenchmarkDataError(
                 f"none of the {imported.unmatched} answers in {path} is for a {name} question of {data}"
