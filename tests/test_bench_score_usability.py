@@ -138,3 +138,16 @@ def test_the_mmbench_rule_is_an_option_and_recorded(data, tmp_path):
     assert results(run)["mmbench"]["info"]["extraction_rule"] == "vlmevalkit-2024"
     assert main(["bench", "score", str(run), "--mmbench-rule", "vlmevalkit-2025"]) == 0
     assert results(run)["mmbench"]["info"]["extraction_rule"] == "vlmevalkit-2025"
+
+
+def test_a_model_run_scores_with_the_rule_asked_for(tiny_checkpoint, tmp_path, capsys):
+    from benchmarks.synthetic import write_synthetic_suite
+
+    suite = write_synthetic_suite(tmp_path / "eval", 2, seed=7, progress=False)
+    run = tmp_path / "run"
+    argv = ["bench", str(tiny_checkpoint), "--data", str(suite), "--out", str(run), "--benchmarks", "mmbench"]
+    quick = ["--limit", "2", "--max-new-tokens", "2", "--threads", "1"]
+    assert main([*argv, *quick, "--mmbench-rule", "vlmevalkit-2025"]) == 0
+    assert results(run)["mmbench"]["info"]["extraction_rule"] == "vlmevalkit-2025"
+    capsys.readouterr()
+    assert "options of `imp bench import`" in one_line_error(capsys, [*argv, *quick, "--format", "llava"])

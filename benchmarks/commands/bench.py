@@ -80,6 +80,26 @@ def scoring_options(args: argparse.Namespace) -> dict[str, dict]:
     return options
 
 
+def score_or_merge(args: argparse.Namespace, action: str, names: list[str]) -> dict:
+    """`imp bench score RUN_DIR` / `imp bench merge RUN_DIR`: the scored results."""
+    from pathlib import Path
+
+    from benchmarks import runner
+    from impvlm.errors import ConfigError
+
+    if len(args.target) != 2:
+        raise ConfigError(f"usage: imp bench {action} RUN_DIR")
+    run_dir = Path(args.target[1])
+    if not run_dir.is_dir():
+        raise ConfigError(f"run folder not found: {run_dir}")
+    if action == "merge":
+        present = [p.name for p in run_dir.iterdir() if any(p.glob("answers.chunk*"))]
+        for name in present:
+            runner.merge_chunks(run_dir, name)
+    data = Path(args.data) if args.data else None
+    return runner.score_run(run_dir, data, names or None, options=scoring_options(args))
+
+
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -91,19 +111,10 @@ def run(args: argparse.Namespace) -> int:
     names = [n.strip() for n in (args.benchmarks or "").split(",") if n.strip()]
     if action == "import":
         return bench_import.run(args)
+    if args.format or args.model_id:
+        raise ConfigError("--format and --model-id are options of `imp bench import`")
     if action in ("score", "merge"):
-        if len(args.target) != 2:
-            raise ConfigError(f"usage: imp bench {action} RUN_DIR")
-        run_dir = Path(args.target[1])
-        if not run_dir.is_dir():
-            raise ConfigError(f"run folder not found: {run_dir}")
-        if action == "merge":
-            present = [p.name for p in run_dir.iterdir() if any(p.glob("answers.chunk*"))]
-            for name in present:
-                runner.merge_chunks(run_dir, name)
-        data = Path(args.data) if args.data else None
-        results = runner.score_run(run_dir, data, names or None, options=scoring_options(args))
-        print_results(results)
+        print_results(score_or_merge(args, action, names))
         return 0
     if len(args.target) != 1:
         raise ConfigError("give one RUNTIME_SPEC")
@@ -134,5 +145,7 @@ def run(args: argparse.Namespace) -> int:
             f"chunk {args.chunk_idx} of {args.num_chunks} done; run `imp bench merge {args.out}` after all chunks"
         )
     else:
+        if scoring_options(args):  # the run scored with the default rules: score again as asked
+            results = runner.score_run(Path(args.out), Path(args.data), names, options=scoring_options(args))
         print_results(results)
     return 0
