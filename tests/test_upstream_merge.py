@@ -110,3 +110,17 @@ def test_a_tokenizer_that_cannot_hold_the_model_ids_is_refused(layouts, tmp_path
     config.image_token_index = EOS + 1
     tok = load_training_tokenizer(phi2, config)
     assert (single_token_id(tok, "</s>"), image_token_id(tok)) == (EOS, EOS + 1)
+
+
+@pytest.mark.slow
+def test_merged_stage_chain_exports_and_chats_natively(layouts, image, tmp_path):
+    """The merged checkpoint (no <image> token) goes through `imp export` to llama.cpp's multimodal
+    library and answers as PyTorch does."""
+    lora = layouts["imp-lora"]
+    merged, bundle = tmp_path / "merged", tmp_path / "bundle"
+    assert imp("merge", layouts["imp-stage1"].path, lora.path, *lora.options, "--out", merged)[0] == 0
+    status, _, err = imp("export", merged, "--out", bundle, "--gguf", "f16", "--onnx", "none", "--mmproj", "f16",
+                         "--threads", 1, "--no-progress")  # fmt: skip
+    assert status == 0, err
+    assert json.loads((bundle / "manifest.json").read_text())["tokens"]["image"] is None
+    assert chat(f"native:{bundle}?mmproj=f16", image, "--lm", "f16") == chat(merged, image)
