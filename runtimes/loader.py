@@ -21,6 +21,22 @@ KINDS = ("torch", "exported", "native")
 MANIFEST = "manifest.json"
 
 
+def run_label(identity: dict[str, Any]) -> str | None:
+    """A short name of what ran, from a runtime's :meth:`~runtimes.base.Runtime.identity`.
+
+    ``torch-fp32``, ``q4_k_m+int8`` (exported: LM + vision precision), ``native-q8_0+mmproj-f16``;
+    ``None`` for an identity of no known kind.
+    """
+    kind = identity.get("runtime")
+    if kind == "torch":
+        return f"torch-{identity.get('dtype', 'fp32')}"
+    if kind == "exported":
+        return f"{identity.get('lm')}+{identity.get('vision')}"
+    if kind == "native":
+        return f"native-{identity.get('lm')}+mmproj-{identity.get('mmproj')}"
+    return None
+
+
 def parse_spec(spec: str | Path) -> tuple[str, Path, dict[str, str]]:
     text = str(spec)
     kind = "auto"
