@@ -116,7 +116,9 @@ def _bootstrap_evidence(
     splits = {s: i for i, s in enumerate(sorted({str(r.get("category")) for r, _ in pairs}))}
     split = np.array([splits[str(r.get("category"))] for r, _ in pairs], dtype=np.float64)
 
-    def drop(ref: np.ndarray, cand: np.ndarray, gold: np.ndarray, split: np.ndarray) -> np.ndarray:
+    def drop(
+        ref: np.ndarray, cand: np.ndarray, gold: np.ndarray, split: np.ndarray, axis: int = -1
+    ) -> np.ndarray:
         return mean_f1(ref, gold, split) - mean_f1(cand, gold, split)
 
     n, changed = len(pairs), int(np.count_nonzero(ref_yes != cand_yes))
