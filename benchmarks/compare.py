@@ -28,8 +28,8 @@ from benchmarks.base import BenchmarkDataError
 from benchmarks.run_inputs import RESULTS_FILE, RUN_FILE
 from benchmarks.runner import SAMPLES
 from benchmarks.verdict import DROPS, HOLDS, NOT_DECIDED, POINT_SCALE, decide, overall, paired_evidence
-from export.quant_types import NEAR_LOSSLESS_MARGIN, QUANTIZED_MARGIN, AccuracyMargin, near_lossless
-from runtimes.loader import run_label
+from export.quant_types import NEAR_LOSSLESS_MARGIN, QUANTIZED_MARGIN, AccuracyMargin
+from runtimes.loader import held_near_lossless, run_label
 
 NOT_COMPARABLE = "NOT COMPARABLE"
 
@@ -61,12 +61,7 @@ class Run:
 
     @property
     def near_lossless(self) -> bool:
-        kind = self.identity.get("runtime")
-        if kind == "torch":
-            return True
-        if kind == "native":
-            return False  # llama.cpp's own preprocessing differs from Imp's: measured, not held to 0.2 pt
-        return near_lossless(self.identity.get("lm"), self.identity.get("vision"))
+        return held_near_lossless(self.identity)
 
     @property
     def threshold_class(self) -> str:

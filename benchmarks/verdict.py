@@ -203,19 +203,31 @@ def decide(items: list[tuple[Evidence, AccuracyMargin]], alpha: float = ALPHA) -
     out = []
     for i, (e, margin) in enumerate(items):
         verdict = HOLDS if accepted[2 * i] else DROPS if accepted[2 * i + 1] else NOT_DECIDED
-        row: dict[str, Any] = {
-            "verdict": verdict,
-            "evidence": asdict(e),
-            "margin": asdict(margin),
-            "bounds": bounds(e, level),
-            "p_holds": p_values[i][0],
-            "p_drops": p_values[i][1],
-            "level": level,
-        }
-        row["questions_needed"] = questions_to_decide(e, margin, level) if verdict == NOT_DECIDED else None
-        row["reason"] = explain(row)
-        out.append(row)
+        out.append(verdict_row(e, margin, level, verdict, p_values[i]))
     return out
+
+
+def verdict_row(
+    e: Evidence,
+    margin: AccuracyMargin,
+    level: float,
+    verdict: str,
+    p_values: tuple[float, float] | None = None,
+) -> dict[str, Any]:
+    """A verdict with its evidence, bounds at ``level``, p-values and its one-line reason."""
+    p_values = p_values or claim_p_values(e, margin)
+    row: dict[str, Any] = {
+        "verdict": verdict,
+        "evidence": asdict(e),
+        "margin": asdict(margin),
+        "bounds": bounds(e, level),
+        "p_holds": p_values[0],
+        "p_drops": p_values[1],
+        "level": level,
+    }
+    row["questions_needed"] = questions_to_decide(e, margin, level) if verdict == NOT_DECIDED else None
+    row["reason"] = explain(row)
+    return row
 
 
 def explain(row: dict[str, Any]) -> str:
