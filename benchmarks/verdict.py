@@ -42,6 +42,7 @@ from export.quant_types import AccuracyMargin
 
 ALPHA = 0.05  # family-wise error rate of all claims of one report
 MIN_CHANGED = 10  # fewer changed units: the exact worst-case bound instead of the t bound
+MAX_DROP = 100.0  # no headline moves by more than 100 percentage points
 HOLDS, DROPS, NOT_DECIDED = "HOLDS", "DROPS", "NOT DECIDED"
 UNITS = {"mme": "image", "mmbench": "circular group"}
 POINT_SCALE = {"mme": 100 / 2000}  # headlines in other units than percent -> percentage points
@@ -136,9 +137,10 @@ def _bootstrap_evidence(
 def drop_bounds(e: Evidence, level: float) -> tuple[float, float]:
     """Lower and upper bounds of the drop, each one-sided at ``level``."""
     if e.changed < MIN_CHANGED:
-        cap = e.swing * proportion_bounds(e.changed, e.n, level)[1]
+        cap = min(MAX_DROP, e.swing * proportion_bounds(e.changed, e.n, level)[1])
         return -cap, cap
-    return mean_bounds(e.drop, e.sd, e.n, level)
+    low, high = mean_bounds(e.drop, e.sd, e.n, level)
+    return max(low, -MAX_DROP), min(high, MAX_DROP)
 
 
 def claim_p_values(e: Evidence, margin: AccuracyMargin) -> tuple[float, float]:
