@@ -90,14 +90,15 @@ def _samples(run_dir: Path, name: str) -> dict[str, dict[str, Any]]:
         return {r["qid"]: r for r in map(json.loads, handle) if r}
 
 
-def paired_look(name: str, data: Path, runs: dict[str, Path]) -> Any:
-    """Score both runs' answers so far and pair them (:class:`benchmarks.verdict.Evidence`)."""
+def paired_look(name: str, data: Path, runs: dict[str, Path], qids: set[str]) -> Any:
+    """Score both runs' answers and pair those to ``qids`` (:class:`benchmarks.verdict.Evidence`);
+    answers beyond the look (a resumed check with another plan) are left out."""
     from benchmarks.compare import answer_key
 
     for run_dir in runs.values():
         score_benchmark(name, data, run_dir)
     ref, cand = _samples(runs[REFERENCE], name), _samples(runs[CANDIDATE], name)
-    scored = [q for q in ref if q in cand and ref[q].get("score") is not None]
+    scored = [q for q in ref if q in qids and q in cand and ref[q].get("score") is not None]
     agree = sum(answer_key(ref[q]) == answer_key(cand[q]) for q in scored)
     return paired_evidence(name, [ref[q] for q in scored], [cand[q] for q in scored], agree)
 
@@ -117,11 +118,12 @@ def check_benchmark(
     model_ids = {k: rt.identity().get("model_id", rt.name) for k, rt in runtimes.items()}
     history, row = [], None
     for n_units in plan:
-        for q in (q for unit in order[:n_units] for q in unit):
+        asked = [q for unit in order[:n_units] for q in unit]
+        for q in asked:
             for key, runtime in runtimes.items():
                 if q.qid not in logs[key]:
                     logs[key].append(answer_record(runtime, q, image_dir, run_options, model_ids[key]))
-        evidence = paired_look(name, data, runs)
+        evidence = paired_look(name, data, runs, {q.qid for q in asked})
         if evidence is None:
             return {"benchmark": name, "verdict": "n/a", "reason": "no local score", "looks": history}
         verdict = decided_by_bounds(evidence, margin, level)

@@ -71,6 +71,10 @@ def test_identical_runtimes_are_not_decided_at_a_small_cap_and_resume(
     assert (
         main(["compare", str(out / "reference"), str(out / "candidate"), "--out", str(tmp_path / "r")]) == 3
     )
+    # another plan over the same folders: each look pairs only its own questions, not all answered
+    assert main(["check", *args[:-8], "--first", "5", "--cap", "10", *args[-4:]]) == 3
+    report = json.loads((out / "check.json").read_text())
+    assert [look["questions"] for look in report["rows"][0]["looks"]] == [5, 10]
 
 
 def test_another_model_drops_at_the_first_look(tiny_checkpoint, other_checkpoint, suite, tmp_path, capsys):
