@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from benchmarks.base import BenchmarkOptionError, get_benchmark, prepare_out_dir
     from benchmarks.sequential import CheckOptions, check_markdown, run_check
     from benchmarks.verdict import EXIT_CODES, NOT_DECIDED
-    from runtimes.loader import load_runtime
+    from runtimes.loader import load_runtime, parse_spec
 
     names = [n for n in args.benchmarks.split(",") if n]
     for name in names:
@@ -51,6 +51,8 @@ def run(args: argparse.Namespace) -> int:
             raise BenchmarkOptionError(f"--{option} must be at least 1, got {value}")
     if not Path(args.data).is_dir():
         raise BenchmarkOptionError(f"--data {args.data} is not a folder")
+    for spec in (args.reference, args.candidate):
+        parse_spec(spec)
     opts = CheckOptions(seed=args.seed, first=args.first, cap=args.cap, max_new_tokens=args.max_new_tokens)
     out = prepare_out_dir(Path(args.out))
     with (
