@@ -13,44 +13,6 @@ import numpy as np
 from scipy import stats
 
 
-def bootstrap_delta_ci(
-    reference: Sequence[float],
-    candidate: Sequence[float],
-    n_boot: int = 2000,
-    alpha: float = 0.05,
-    seed: int = 0,
-) -> tuple[float, float, float]:
-    """Mean paired delta (candidate - reference) and its percentile bootstrap CI."""
-    ref = np.asarray(reference, dtype=np.float64)
-    cand = np.asarray(candidate, dtype=np.float64)
-    if ref.shape != cand.shape or ref.size == 0:
-        return 0.0, 0.0, 0.0
-    diff = cand - ref
-    if np.all(diff == diff[0]):
-        return float(diff[0]), float(diff[0]), float(diff[0])
-    result = stats.bootstrap(
-        (diff,), np.mean, n_resamples=n_boot, confidence_level=1 - alpha, method="percentile", rng=seed
-    )
-    return float(diff.mean()), float(result.confidence_interval.low), float(result.confidence_interval.high)
-
-
-def mcnemar_exact(reference: Sequence[float], candidate: Sequence[float]) -> dict[str, float]:
-    """Exact (binomial) McNemar test for binary per-question scores.
-
-    ``b`` = right in the reference only, ``c`` = right in the candidate only; the two-sided p-value
-    is that of ``b`` under Binomial(b + c, 1/2).
-    """
-    b = sum(1 for r, c in zip(reference, candidate) if r >= 0.5 > c)
-    c = sum(1 for r, c_ in zip(reference, candidate) if c_ >= 0.5 > r)
-    if b + c == 0:
-        return {"b": 0, "c": 0, "p_value": 1.0}
-    return {"b": b, "c": c, "p_value": float(stats.binomtest(b, b + c, 0.5).pvalue)}
-
-
-def is_binary(values: Sequence[float]) -> bool:
-    return all(v in (0, 1, 0.0, 1.0) for v in values)
-
-
 def proportion_bounds(successes: int, trials: int, level: float) -> tuple[float, float]:
     """Clopper-Pearson (exact) lower and upper bounds of a proportion, each one-sided at ``level``."""
     if trials == 0:
