@@ -159,6 +159,25 @@ class Benchmark(ABC):
         """Write the files an evaluation server (or an official offline script) expects."""
         return []
 
+    def sampling_unit(self, question: Question) -> str | None:
+        """What the headline samples: the question itself here; ``None``: not part of the headline."""
+        return question.qid
+
+    def headline_shares(self, samples: list[dict[str, Any]]) -> dict[str, tuple[float, float]] | None:
+        """Each sampling unit's share of the headline, with the share it has when all is right.
+
+        ``samples`` are records of ``samples.jsonl`` (``qid``, ``unit``, ``category``, ``score``).
+        The headline is the sum of the shares; here the mean score of the units (a unit is right
+        only if each of its questions is). ``None`` when the headline is no such sum.
+        """
+        units: dict[str, list[float]] = {}
+        for s in samples:
+            unit = s.get("unit", s["qid"])
+            if s.get("score") is not None and unit is not None:
+                units.setdefault(unit, []).append(float(s["score"]))
+        n = len(units)
+        return {unit: (100 * min(scores) / n, 100 / n) for unit, scores in units.items()}
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 

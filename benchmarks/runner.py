@@ -149,37 +149,40 @@ def run_benchmark(
         dynamic_ncols=True,
     )
     for q in todo:
-        images = [q.image_bytes] if q.image_bytes is not None else ([image_dir / q.image] if q.image else [])
-        limit = (
-            q.max_new_tokens
-            if options.max_new_tokens is None
-            else min(q.max_new_tokens, options.max_new_tokens)
-        )
-        out = runtime.generate(images, q.text, max_new_tokens=limit, reuse=options.reuse)
-        t = out.timings
-        log.append(
-            {
-                "qid": q.qid,
-                "question_id": q.meta.get("question_id", q.qid),
-                "prompt": q.text,
-                "text": out.text,
-                "answer_id": f"{runtime.name}-{q.qid}",
-                "model_id": model_id,
-                "metadata": {
-                    "finish_reason": out.finish_reason,
-                    "new_tokens": t.decode_tokens,
-                    "ttft_s": round(t.ttft_s, 5),
-                    "total_s": round(t.total_s, 5),
-                    "reused_tokens": t.reused_tokens,
-                    "prefill_tokens": t.prefill_tokens,
-                    "decode_s": round(t.decode_s, 5),
-                    "image_encode_s": round(t.image_encode_s, 5),
-                },
-            }
-        )
+        log.append(answer_record(runtime, q, image_dir, options, model_id))
         bar.update(1)
     bar.close()
     return log.path
+
+
+def answer_record(
+    runtime: Any, q: Question, image_dir: Path, options: BenchmarkRunOptions, model_id: str
+) -> dict[str, Any]:
+    """Answer one question: the LLaVA answer record that goes into the answers file."""
+    images = [q.image_bytes] if q.image_bytes is not None else ([image_dir / q.image] if q.image else [])
+    limit = (
+        q.max_new_tokens if options.max_new_tokens is None else min(q.max_new_tokens, options.max_new_tokens)
+    )
+    out = runtime.generate(images, q.text, max_new_tokens=limit, reuse=options.reuse)
+    t = out.timings
+    return {
+        "qid": q.qid,
+        "question_id": q.meta.get("question_id", q.qid),
+        "prompt": q.text,
+        "text": out.text,
+        "answer_id": f"{runtime.name}-{q.qid}",
+        "model_id": model_id,
+        "metadata": {
+            "finish_reason": out.finish_reason,
+            "new_tokens": t.decode_tokens,
+            "ttft_s": round(t.ttft_s, 5),
+            "total_s": round(t.total_s, 5),
+            "reused_tokens": t.reused_tokens,
+            "prefill_tokens": t.prefill_tokens,
+            "decode_s": round(t.decode_s, 5),
+            "image_encode_s": round(t.image_encode_s, 5),
+        },
+    }
 
 
 def merge_chunks(run_dir: Path, name: str) -> Path:
@@ -217,6 +220,18 @@ def run_suite(
     (:func:`benchmarks.run_inputs.check_run_folder`).
     """
     options = options or BenchmarkRunOptions()
+    run_dir = start_run(runtime, names, data, run_dir, options)
+    for name in names:
+        run_benchmark(runtime, name, data, run_dir, options)
+    if options.num_chunks > 1:
+        return None
+    return score_run(run_dir, data, names)
+
+
+def start_run(
+    runtime: Any, names: Sequence[str], data: Path, run_dir: Path, options: BenchmarkRunOptions
+) -> Path:
+    """Check ``run_dir``'s answers files and fingerprint against this run's, then record the run."""
     run_dir = prepare_out_dir(Path(run_dir))
     digests = {}
     for name in names:
@@ -237,8 +252,4 @@ def run_suite(
         "fingerprint": fingerprint,
     }
     write_run_info(run_dir, info)
-    for name in names:
-        run_benchmark(runtime, name, data, run_dir, options)
-    if options.num_chunks > 1:
-        return None
-    return score_run(run_dir, data, names)
+    return run_dir

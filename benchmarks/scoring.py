@@ -102,11 +102,14 @@ def needs_annotations(
 def write_samples(path: Path, questions: Sequence[Question], log: AnswerLog, result: BenchmarkResult) -> None:
     """The per-sample log: prompt, answer, parsed answer and score of every answered question."""
     by_qid = {s.qid: s for s in result.samples}
+    bench = get_benchmark(result.benchmark)
     with open(path, "w", encoding="utf-8") as handle:
         for q in questions:
             s = by_qid.get(q.qid)
             record = {
                 "qid": q.qid,
+                "unit": bench.sampling_unit(q),
+                "category": q.category,
                 "image": q.image,
                 "prompt": q.text,
                 "answer": log.records[q.qid]["text"],

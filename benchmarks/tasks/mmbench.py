@@ -180,6 +180,10 @@ class MMBench(Benchmark):
             )
         return questions
 
+    def sampling_unit(self, question: Question) -> str | None:
+        """The circular group: the question and its rotated copies."""
+        return str(int(question.meta["index"]) % ROTATION)
+
     def image_dir(self, root: Path) -> Path:
         return Path(root) / FOLDER
 
