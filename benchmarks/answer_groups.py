@@ -33,7 +33,7 @@ def group_key(q: Question, max_new_tokens: int | None) -> tuple[Any, int]:
     return (q.image_bytes if q.image_bytes is not None else q.image or ("text", q.qid)), limit
 
 
-def answer_record(q: Question, out: Any, runtime_name: str, model_id: str) -> dict[str, Any]:
+def record_of(q: Question, out: Any, runtime_name: str, model_id: str) -> dict[str, Any]:
     """An answers-file record; ``batch_size`` says how many questions were decoded together (1: alone)."""
     t = out.timings
     return {

@@ -34,6 +34,7 @@ LONG_MAX_NEW_TOKENS = 1024  # ScienceQA, MMBench, MM-Vet
 STATUS_SCORED = "scored"  # headline computed locally
 STATUS_SUBMISSION = "submission"  # scored by an evaluation server: upload write_submission's files
 STATUS_UNGRADED = "ungraded"  # needs an LLM judge that was not configured; answers are kept
+STATUS_NEEDS_ANNOTATIONS = "needs annotations"  # a ground-truth file is missing; answers are kept
 
 
 class BenchmarkError(Exception):
@@ -50,6 +51,10 @@ class UnknownBenchmarkError(BenchmarkError, ValueError):
 
 class BenchmarkDataError(BenchmarkError, ValueError):
     """A missing or malformed benchmark file, or answers that do not fit the questions."""
+
+
+class MissingFileError(BenchmarkDataError):
+    """A benchmark file (question file, ground truth, annotations) that is not there."""
 
 
 class BenchmarkOptionError(BenchmarkError, ValueError):
@@ -154,6 +159,25 @@ class Benchmark(ABC):
         """Write the files an evaluation server (or an official offline script) expects."""
         return []
 
+    def sampling_unit(self, question: Question) -> str | None:
+        """What the headline samples: the question itself here; ``None``: not part of the headline."""
+        return question.qid
+
+    def headline_shares(self, samples: list[dict[str, Any]]) -> dict[str, tuple[float, float]] | None:
+        """Each sampling unit's share of the headline, with the share it has when all is right.
+
+        ``samples`` are records of ``samples.jsonl`` (``qid``, ``unit``, ``category``, ``score``).
+        The headline is the sum of the shares; here the mean score of the units (a unit is right
+        only if each of its questions is). ``None`` when the headline is no such sum.
+        """
+        units: dict[str, list[float]] = {}
+        for s in samples:
+            unit = s.get("unit", s["qid"])
+            if s.get("score") is not None and unit is not None:
+                units.setdefault(unit, []).append(float(s["score"]))
+        n = len(units)
+        return {unit: (100 * min(scores) / n, 100 / n) for unit, scores in units.items()}
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
@@ -195,7 +219,7 @@ def require_file(path: Path, what: str = "file") -> Path:
     """``path`` if it is an existing file, else a one-line :class:`BenchmarkDataError` naming it."""
     path = Path(path)
     if not path.is_file():
-        raise BenchmarkDataError(f"missing {what}: {path}")
+        raise MissingFileError(f"missing {what}: {path}")
     return path
 
 
@@ -205,7 +229,7 @@ def first_existing(candidates: list[Path], what: str = "file") -> Path:
         if Path(path).is_file():
             return Path(path)
     others = f" (also looked for {', '.join(str(p) for p in candidates[1:])})" if len(candidates) > 1 else ""
-    raise BenchmarkDataError(f"missing {what}: {candidates[0]}{others}")
+    raise MissingFileError(f"missing {what}: {candidates[0]}{others}")
 
 
 def read_json(path: Path, what: str = "file") -> Any:

@@ -14,9 +14,10 @@ def format_headline(result: dict[str, Any]) -> str:
 def results_table(results: dict[str, Any]) -> str:
     rows = ["| benchmark | metric | value | questions | q/min | note |", "|---|---|---|---|---|---|"]
     for name, result in results["benchmarks"].items():
-        timing = result.get("timing", {})
+        timing = result.get("timing") or {}
+        questions = result.get("questions", timing.get("questions", ""))
         rows.append(
-            f"| {name} | {result['headline_name']} | {format_headline(result)} | {timing.get('questions', '')} "
+            f"| {name} | {result['headline_name']} | {format_headline(result)} | {questions} "
             f"| {timing.get('questions_per_minute', '')} | {result.get('note', '')} |"
         )
     return "\n".join(rows)

@@ -363,7 +363,8 @@ def test_native_runs_the_synthetic_suite_into_imp_compare(tiny_checkpoint, bundl
             run_suite(runtime, ["pope", "mme"], suite, tmp_path / name, options)
     assert load_run(tmp_path / "native").label == "native-q8_0+mmproj-f16"
     runs = [str(tmp_path / name) for name in specs]
-    assert main(["compare", *runs, "--out", str(tmp_path / "report")]) in (0, 1)  # 1: a verdict failed
+    # 1: a verdict failed; 3: not decided on so few questions
+    assert main(["compare", *runs, "--out", str(tmp_path / "report")]) in (0, 1, 3)
     table = capsys.readouterr().out
     assert "native-q8_0+mmproj-f16" in table and "q8_0+fp32" in table
     report = json.loads((tmp_path / "report" / "report.json").read_text())
