@@ -12,8 +12,9 @@ the record the kill cut short (a torn last line) is dropped before the next answ
 other line that is not an answer record stops the run with an error naming it; reading and scoring
 never write an answers file. ``run.json`` records the fingerprint of everything the answers depend
 on (:mod:`benchmarks.run_inputs`); a re-run with other inputs is refused. Questions that share an
-image run back to back, so a runtime can reuse the image features and the KV cache of the shared
-prefix.
+image run together (:mod:`benchmarks.answer_groups`): the image is encoded and its prefix prefilled
+once, and the questions are decoded in one batch (``--max-batch`` caps it; ``--no-reuse`` answers
+one question at a time, recomputing everything).
 """
 
 from __future__ import annotations
