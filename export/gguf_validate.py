@@ -242,7 +242,7 @@ def validate_gguf(
         "seconds"}``. Logit summaries hold ``max_abs_logit_error``, ``mean_abs_logit_error``,
         ``top1_agreement``, ``mean_kl`` and ``max_kl`` over every position of the probes.
     """
-    from export.llama_session import LlamaSession
+    from export.llama import LlamaSession
     from export.quantize import quant_type_name
 
     start = time.perf_counter()
