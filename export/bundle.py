@@ -379,9 +379,9 @@ class ExportPlan:
     def make(
         cls, gguf: Sequence[str], onnx: Sequence[str], validate: bool, mmproj: Sequence[str] = ()
     ) -> ExportPlan:
-        from export.onnx_vision import check_precisions
+        from export.kinds.vision import OnnxVision
 
-        onnx_list = tuple(check_precisions([p.strip().lower() for p in onnx if p.strip()]))
+        onnx_list = OnnxVision.plan(onnx)
         gguf_list = tuple(dict.fromkeys(p.strip().lower() for p in gguf if p.strip()))
         if gguf_list:
             known = _gguf_types()
@@ -595,7 +595,8 @@ class _BundleWriter:
 
     # -------------------------------------------------------------- steps
     def _vision(self, model: Any, optimize: bool) -> dict[str, Artifact]:
-        from export.onnx_vision import PARITY_IMAGES_DESCRIPTION, export_vision_encoder
+        from export.kinds.vision import export_vision_encoder
+        from export.onnx_vision import PARITY_IMAGES_DESCRIPTION
 
         with self._step(f"onnx {','.join(self.plan.onnx)}", "onnx_seconds"):
             exported = export_vision_encoder(

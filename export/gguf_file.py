@@ -90,11 +90,21 @@ def read_file_type(path: str | Path) -> int:
     """``general.file_type`` of a GGUF file, read from its header without parsing the rest.
 
     ``gguf.GGUFReader`` builds every field, which for a 51200-token vocabulary takes seconds; this
-    reads key by key (skipping values) and stops at the one it needs.
+    reads key by key (skipping values) and stops at the one it needs. :class:`ExportError` names a
+    file that is no GGUF, a truncated or corrupt header, or a header without the key.
     """
+    path = Path(path)
+    try:
+        return _read_file_type(path)
+    except ExportError:
+        raise
+    except Exception as exc:  # truncated or corrupt header
+        raise ExportError(f"{path} is not a readable GGUF file: {exc}") from exc
+
+
+def _read_file_type(path: Path) -> int:
     import struct
 
-    path = Path(path)
     with path.open("rb") as f:
 
         def unpack(fmt: str) -> Any:

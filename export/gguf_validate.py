@@ -37,7 +37,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from export.calibration import N_GREEDY
 from export.errors import ExportError
+from export.gguf_file import read_file_type
+from export.quant_types import file_type_name
 from impvlm.templates import IMAGE_TOKEN
 
 
@@ -112,7 +115,7 @@ def torch_forward_inputs(
 
 @torch.no_grad()
 def torch_reference(
-    model: Any, tokenizer: Any, prompts: Sequence[str], images: Any = None, n_greedy: int = 16
+    model: Any, tokenizer: Any, prompts: Sequence[str], images: Any = None, n_greedy: int = N_GREEDY
 ) -> TorchReference:
     """Logits at every position and greedy continuations of the PyTorch model."""
     model.eval()
@@ -217,7 +220,7 @@ def validate_gguf(
     gguf_path: str | Path,
     prompts: list[str],
     images: np.ndarray | None,
-    n_greedy: int = 16,
+    n_greedy: int = N_GREEDY,
     *,
     reference: TorchReference | None = None,
     n_threads: int | None = None,
@@ -243,7 +246,6 @@ def validate_gguf(
         ``top1_agreement``, ``mean_kl`` and ``max_kl`` over every position of the probes.
     """
     from export.llama_session import LlamaSession
-    from export.quantize import quant_type_name
 
     start = time.perf_counter()
     path = Path(gguf_path)
@@ -257,39 +259,18 @@ def validate_gguf(
         [len(s) for p in reference.probes for s in p.segments(image_token)]
         + [f.shape[1] for f in reference.features if f is not None]
     )
-    file_type = _file_type(path)
-    clean_up = bool(getattr(tokenizer, "clean_up_tokenization_spaces", False))
-
-    tok_mismatch, detok_mismatch = [], []
-    per_text, per_image, greedy = [], [], []
+    file_type = read_file_type(path)
+    options = {"n_threads": n_threads, "kv_type": kv_type, "flash_attn": flash_attn}
     with LlamaSession(
-        path,
-        n_ctx=longest,
-        n_threads=n_threads,
-        n_batch=max(512, longest_segment),
-        all_logits=True,
-        kv_type=kv_type,
-        flash_attn=flash_attn,
+        path, n_ctx=longest, n_batch=max(512, longest_segment), all_logits=True, **options
     ) as session:
         if session.n_vocab != reference.logits[0].shape[-1]:
             raise ExportError(
                 f"{path.name} has {session.n_vocab} tokens but the model has {reference.logits[0].shape[-1]}"
             )
+        runs = _ProbeRuns(session, tokenizer, image_token)
         for i, probe in enumerate(reference.probes):
-            segments = probe.segments(image_token)  # what a runtime tokenizes: the text between images
-            if [session.tokenize(t, parse_special=True) for t in probe.prompt.split(IMAGE_TOKEN)] != segments:
-                tok_mismatch.append(i)
-            if not all(_detokenizes_like_hf(session, tokenizer, ids, clean_up) for ids in segments if ids):
-                detok_mismatch.append(i)
-            got, tokens = llama_run(session, probe, reference.features[i], image_token, n_greedy)
-            if got.shape != reference.logits[i].shape:
-                raise ExportError(
-                    f"llama.cpp produced {got.shape[0]} positions for prompt {i}, PyTorch {reference.logits[i].shape[0]}"
-                )
-            (per_image if probe.pixel_values is not None else per_text).append(
-                logit_metrics(reference.logits[i], got)
-            )
-            greedy.append(tokens)
+            runs.run(i, probe, reference, n_greedy)
         settings = {
             "n_threads": session.n_threads,
             "n_ctx": session.n_ctx,
@@ -299,23 +280,59 @@ def validate_gguf(
         }
     return {
         "file": path.name,
-        "quant_type": quant_type_name(file_type),
+        "quant_type": file_type_name(file_type),
         "file_type": file_type,
         "file_bytes": path.stat().st_size,
         "n_prompts": len(reference.probes),
-        "n_image_prompts": len(per_image),
-        "tokenization": {
-            "match": not tok_mismatch and not detok_mismatch,
-            "encode_mismatches": tok_mismatch,
-            "decode_mismatches": detok_mismatch,
-        },
-        "logits": _summary(per_text + per_image),
-        "logits_text": _summary(per_text),
-        "logits_image": _summary(per_image),
-        "greedy": _greedy_summary(reference.greedy, greedy, n_greedy),
+        **runs.summary(reference, n_greedy),
         "llama_cpp": settings,
         "seconds": round(time.perf_counter() - start, 3),
     }
+
+
+class _ProbeRuns:
+    """The probes of one file in one llama.cpp session: tokenization checks, logits and greedy tokens."""
+
+    def __init__(self, session: Any, tokenizer: Any, image_token: int) -> None:
+        self.session, self.tokenizer, self.image_token = session, tokenizer, image_token
+        self.clean_up = bool(getattr(tokenizer, "clean_up_tokenization_spaces", False))
+        self.encode_mismatches: list[int] = []
+        self.decode_mismatches: list[int] = []
+        self.per_text: list[dict[str, np.ndarray]] = []
+        self.per_image: list[dict[str, np.ndarray]] = []
+        self.greedy: list[list[int]] = []
+
+    def run(self, i: int, probe: Probe, reference: TorchReference, n_greedy: int) -> None:
+        session = self.session
+        segments = probe.segments(self.image_token)  # what a runtime tokenizes: the text between images
+        if [session.tokenize(t, parse_special=True) for t in probe.prompt.split(IMAGE_TOKEN)] != segments:
+            self.encode_mismatches.append(i)
+        if not all(
+            _detokenizes_like_hf(session, self.tokenizer, ids, self.clean_up) for ids in segments if ids
+        ):
+            self.decode_mismatches.append(i)
+        got, tokens = llama_run(session, probe, reference.features[i], self.image_token, n_greedy)
+        if got.shape != reference.logits[i].shape:
+            raise ExportError(
+                f"llama.cpp produced {got.shape[0]} positions for prompt {i}, PyTorch {reference.logits[i].shape[0]}"
+            )
+        per_probe = self.per_image if probe.pixel_values is not None else self.per_text
+        per_probe.append(logit_metrics(reference.logits[i], got))
+        self.greedy.append(tokens)
+
+    def summary(self, reference: TorchReference, n_greedy: int) -> dict[str, Any]:
+        return {
+            "n_image_prompts": len(self.per_image),
+            "tokenization": {
+                "match": not self.encode_mismatches and not self.decode_mismatches,
+                "encode_mismatches": self.encode_mismatches,
+                "decode_mismatches": self.decode_mismatches,
+            },
+            "logits": _summary(self.per_text + self.per_image),
+            "logits_text": _summary(self.per_text),
+            "logits_image": _summary(self.per_image),
+            "greedy": _greedy_summary(reference.greedy, self.greedy, n_greedy),
+        }
 
 
 def _detokenizes_like_hf(session: Any, tokenizer: Any, ids: list[int], clean_up: bool) -> bool:
@@ -324,14 +341,3 @@ def _detokenizes_like_hf(session: Any, tokenizer: Any, ids: list[int], clean_up:
         if session.detokenize(ids, skip_special=skip, clean_up_spaces=clean_up) != hf:
             return False
     return True
-
-
-def _file_type(path: Path) -> int:
-    from export.gguf_file import read_file_type
-
-    try:
-        return read_file_type(path)
-    except ExportError:
-        raise
-    except Exception as exc:  # truncated or corrupt header
-        raise ExportError(f"{path} is not a readable GGUF file: {exc}") from exc
