@@ -245,7 +245,7 @@ def validate_gguf(
         "seconds"}``. Logit summaries hold ``max_abs_logit_error``, ``mean_abs_logit_error``,
         ``top1_agreement``, ``mean_kl`` and ``max_kl`` over every position of the probes.
     """
-    from export.llama_session import LlamaSession
+    from export.llama import LlamaSession
 
     start = time.perf_counter()
     path = Path(gguf_path)

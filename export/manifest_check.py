@@ -27,7 +27,7 @@ from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
-from export.bundle import MANIFEST_FILE, TemplateInfo
+from export.manifest import MANIFEST_FILE, TemplateInfo
 from impvlm.errors import BundleError, ImpError
 
 #: Keys of the manifest's ``image`` section a runtime needs.
@@ -41,7 +41,7 @@ def check_fields(manifest: Any, where: Path) -> None:
     """The manifest's own fields agree: sizes and ids are integers, and a usable ``image`` section
     has the model's image size.
 
-    ``manifest`` is a :class:`export.bundle.Manifest`; ``where`` names the manifest in messages.
+    ``manifest`` is a :class:`export.manifest.Manifest`; ``where`` names the manifest in messages.
     """
     from impvlm.image_processing import ImageProcessor
 

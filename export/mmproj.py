@@ -3,7 +3,7 @@
 Stock llama.cpp tools (``llama-mtmd-cli``, ``llama-server``) run a LLaVA-1.5-style model from two
 files: the LM GGUF (:mod:`export.gguf_lm`) and an *mmproj* file holding the vision encoder and the
 projector, read by llama.cpp's multimodal library (libmtmd, ``tools/mtmd/clip.cpp``). This module
-writes that file, quantizes it, reads it back through libmtmd (:class:`MtmdEncoder`) and measures it
+writes that file, quantizes it, reads it back through libmtmd (:class:`export.llama.MtmdEncoder`) and measures it
 against PyTorch (:func:`validate_mmproj`). The tools also need the model's chat template, which the LM
 GGUF does not carry: :func:`llama_cpp_chat_template` (the bundle's ``gguf/chat-template.jinja``).
 
@@ -35,16 +35,12 @@ Example::
 from __future__ import annotations
 
 import collections
-import contextlib
-import ctypes
 import logging
 import shutil
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import gguf
@@ -56,7 +52,6 @@ from export.gguf_file import BASE_DTYPES, GGUFTensor, write_gguf_file
 from export.quant_types import QUANT_TYPES, mmproj_gate
 
 log = logging.getLogger(__name__)
-mtmd_log = logging.getLogger("export.mtmd")
 
 ARCH_NAME = "clip"
 PROJECTOR_TYPE = gguf.VISION_PROJECTOR_TYPE_NAMES[gguf.VISION_PROJECTOR_TYPE.MLP]  # "mlp"
@@ -324,141 +319,6 @@ def llama_cpp_chat_template(template: Any) -> str:
     return "\n".join(lines)
 
 
-# ------------------------------------------------------------------------------------ libmtmd reader
-_MTMD_LOCK = threading.Lock()
-_MTMD_STATE: dict[str, Any] = {}
-_MTMD_TAIL: collections.deque[str] = collections.deque(maxlen=30)
-
-
-def mtmd_module() -> Any:
-    """Import llama-cpp-python's libmtmd bindings once and route libmtmd's logs to ``export.mtmd``."""
-    from export.llama_session import llama_cpp_module
-
-    lib = llama_cpp_module()  # the llama backend first
-    with _MTMD_LOCK:
-        if "mtmd" in _MTMD_STATE:
-            return _MTMD_STATE["mtmd"]
-        try:
-            from llama_cpp import mtmd_cpp
-        except (ImportError, OSError) as exc:  # pragma: no cover - depends on the build
-            raise ExportError(f"llama-cpp-python was built without libmtmd (multimodal): {exc}") from exc
-
-        @lib.llama_log_callback
-        def _on_log(level: int, text: bytes, _user: Any) -> None:
-            line = text.decode("utf-8", errors="replace").rstrip("\n")
-            if line:
-                _MTMD_TAIL.append(line)
-                mtmd_log.log(logging.WARNING if level == 3 else logging.DEBUG, "%s", line)
-
-        mtmd_cpp.mtmd_log_set(_on_log, ctypes.c_void_p(0))
-        mtmd_cpp.mtmd_helper_log_set(_on_log, ctypes.c_void_p(0))
-        _MTMD_STATE["callback"] = _on_log  # keep the C callback alive
-        _MTMD_STATE["mtmd"] = mtmd_cpp
-        return mtmd_cpp
-
-
-def _mtmd_tail(n: int = 3) -> str:
-    lines = list(_MTMD_TAIL)
-    errors = [line for line in lines if "error" in line.lower() or "failed" in line.lower()]
-    return " | ".join((errors or lines)[-n:]) or "no details logged"
-
-
-class MtmdEncoder:
-    """An mmproj file loaded in libmtmd: RGB images in, projected image embeddings out.
-
-    libmtmd needs the text model the embeddings are for (it checks the width against the LM's), so
-    it is given a :class:`~export.llama_session.LlamaSession` of the LM GGUF; the session must
-    outlive the encoder. ``encode`` runs llama.cpp's own preprocessing (for this projector: fit and
-    letterbox to ``image_size``, bicubic) and graph, and returns ``(N, n_embd)`` float32: what stock
-    llama.cpp feeds its LM, ready for ``LlamaSession.eval_embeddings``.
-
-    Args:
-        mmproj_path: the mmproj GGUF.
-        session: the LM, loaded (its ``llama_model`` is shared, not copied).
-        n_threads: CPU threads for the vision graph (default: the session's).
-    """
-
-    def __init__(self, mmproj_path: str | Path, session: Any, n_threads: int | None = None) -> None:
-        self._ctx = None
-        self._lib = lib = mtmd_module()
-        self.path = Path(mmproj_path)
-        if not self.path.is_file():
-            raise ExportError(f"mmproj file not found: {self.path}")
-        self.n_embd = int(session.n_embd)
-        self.n_threads = int(n_threads or session.n_threads)
-        params = lib.mtmd_context_params_default()
-        params.use_gpu = False
-        params.print_timings = False
-        params.n_threads = self.n_threads
-        params.warmup = False
-        _MTMD_TAIL.clear()
-        # LlamaSession exposes no public handle of its llama_model; libmtmd borrows it.
-        self._ctx = lib.mtmd_init_from_file(str(self.path).encode(), session._model, params)
-        if not self._ctx:
-            raise ExportError(f"libmtmd cannot load {self.path}: {_mtmd_tail()}")
-        if not lib.mtmd_support_vision(self._ctx):
-            self.close()
-            raise ExportError(f"{self.path} has no vision encoder")
-        self._marker = lib.mtmd_default_marker()
-
-    def encode(self, rgb: np.ndarray) -> np.ndarray:
-        """``(H, W, 3)`` uint8 RGB -> ``(N, n_embd)`` float32 image embeddings (llama.cpp preprocessing)."""
-        lib = self._lib
-        image = np.ascontiguousarray(rgb, dtype=np.uint8)
-        if image.ndim != 3 or image.shape[2] != 3 or 0 in image.shape:
-            raise ExportError(f"expected an (H, W, 3) uint8 RGB image, got shape {tuple(image.shape)}")
-        height, width = image.shape[:2]
-        data = image.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8))
-        bitmap = lib.mtmd_bitmap_init(width, height, data)
-        if not bitmap:
-            raise ExportError("libmtmd could not create a bitmap")
-        chunks = lib.mtmd_input_chunks_init()
-        try:
-            text = lib.mtmd_input_text(self._marker, len(self._marker), False, True)
-            bitmaps = (lib.mtmd_bitmap_p_ctypes * 1)(bitmap)
-            _MTMD_TAIL.clear()
-            rc = lib.mtmd_tokenize(self._ctx, chunks, ctypes.byref(text), bitmaps, 1)
-            if rc != 0:
-                raise ExportError(f"mtmd_tokenize failed ({rc}): {_mtmd_tail()}")
-            chunk = self._image_chunk(chunks)
-            n_tokens = int(lib.mtmd_input_chunk_get_n_tokens(chunk))
-            rc = lib.mtmd_encode_chunk(self._ctx, chunk)
-            if rc != 0:
-                raise ExportError(f"mtmd_encode_chunk failed ({rc}): {_mtmd_tail()}")
-            ptr = lib.mtmd_get_output_embd(self._ctx)
-            if not ptr:
-                raise ExportError("libmtmd returned no embeddings")
-            return np.ctypeslib.as_array(ptr, shape=(n_tokens, self.n_embd)).copy()
-        finally:
-            lib.mtmd_input_chunks_free(chunks)
-            lib.mtmd_bitmap_free(bitmap)
-
-    def _image_chunk(self, chunks: Any) -> Any:
-        lib = self._lib
-        for i in range(int(lib.mtmd_input_chunks_size(chunks))):
-            chunk = lib.mtmd_input_chunks_get(chunks, i)
-            if lib.mtmd_input_chunk_get_type(chunk) == lib.MTMD_INPUT_CHUNK_TYPE_IMAGE:
-                return chunk
-        raise ExportError("libmtmd produced no image chunk")
-
-    def close(self) -> None:
-        if self._ctx:
-            self._lib.mtmd_free(self._ctx)
-            self._ctx = None
-
-    def __enter__(self) -> MtmdEncoder:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        with contextlib.suppress(Exception):  # interpreter shutdown
-            self.close()
-
-
 # ------------------------------------------------------------------------------------ validation
 #: The upstream defect a CLIP tower runs into (the llava graph appends the class token after the
 #: patches while its inputs assume it first): the file is right, the library computes something else.
@@ -583,7 +443,7 @@ def validate_mmproj(
     (letterbox vs squash is a property of llama.cpp, not of the file).
     """
     from export.gguf_validate import torch_reference
-    from export.llama_session import LlamaSession
+    from export.llama import LlamaSession, MtmdEncoder
     from export.quantize import quant_type_name, tensor_types
     from impvlm.image_processing import ImageProcessor, load_image
     from impvlm.templates import IMAGE_TOKEN

@@ -76,7 +76,7 @@ def quantize_gguf(
     src, dst = Path(src), Path(dst)
     if not src.is_file():
         raise ExportError(f"GGUF file to quantize not found: {src}")
-    from export.llama_session import clear_log, llama_cpp_module, log_tail
+    from export.llama import clear_log, llama_cpp_module, log_tail
 
     lib = llama_cpp_module()
     params = lib.llama_model_quantize_default_params()

@@ -1,7 +1,7 @@
 """`ExportedRuntime`: a bundle on ONNX Runtime (vision + projector) and llama.cpp (the Phi-2 LM).
 
 Image features from the ONNX graph are fed into llama.cpp as embeddings at the ``<image>``
-position (llama-cpp-python's low-level API, through :class:`export.llama_session.LlamaSession`);
+position (llama-cpp-python's low-level API, through :class:`export.llama.LlamaSession`);
 text is tokenized with the bundle's own ``tokenizer.json``, exactly as the PyTorch runtime does.
 Precisions are chosen by name from the manifest; CUDA execution providers and GPU offload are used
 when the installed packages offer them, never required.
@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from export.bundle import Manifest
-from export.llama_session import LlamaSession
+from export.llama import LlamaSession
+from export.manifest import Manifest
 from export.manifest_check import check_vision_shapes
 from export.quant_types import kv_type
 from impvlm.errors import BundleError

@@ -1,6 +1,6 @@
 """The LM half shared by the runtimes that decode on llama.cpp (`exported`, `native`).
 
-Both hold one :class:`export.llama_session.LlamaSession` as ``self._lm`` and differ only in how image
+Both hold one :class:`export.llama.LlamaSession` as ``self._lm`` and differ only in how image
 features are made (ONNX Runtime or libmtmd); the decoding hooks of :class:`runtimes.base.Runtime` are
 the same calls into the session, written once here.
 """
@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from export.bundle import MANIFEST_FILE, load_manifest
-from export.llama_session import LlamaSession
+from export.llama import LlamaSession
+from export.manifest import MANIFEST_FILE, load_manifest
 from impvlm.templates import get_template
 from runtimes.base import Runtime
 

@@ -3,7 +3,7 @@
 The image goes through llama.cpp's own multimodal library (libmtmd, from llama-cpp-python): its
 preprocessing (letterbox for this projector, not Imp's squash), its vision graph and the bundle's
 ``mmproj-*.gguf``. The embeddings it produces are fed to the LM GGUF through the same
-:class:`~export.llama_session.LlamaSession` path as :class:`~runtimes.exported.ExportedRuntime`, so
+:class:`~export.llama.LlamaSession` path as :class:`~runtimes.exported.ExportedRuntime`, so
 templates, tokenization, greedy decoding, stop handling, streaming and prefix reuse are the base
 class's, and the benchmarks measure exactly what differs: the vision side of llama.cpp.
 
@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from export.llama_session import LlamaSession
-from export.mmproj import CLS_ORDER_BUG, MtmdEncoder
+from export.llama import LlamaSession, MtmdEncoder
+from export.mmproj import CLS_ORDER_BUG
 from export.quant_types import PREFERENCE, kv_type
 from impvlm.errors import BundleError, ConfigError
 from impvlm.image_processing import ImageInput, ImageProcessor, load_image

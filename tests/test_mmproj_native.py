@@ -19,13 +19,14 @@ import torch
 from PIL import Image
 
 from export import mmproj
-from export.bundle import MANIFEST_FILE, ExportPlan, export_bundle, load_manifest
+from export.bundle import ExportPlan, export_bundle
 from export.errors import ExportError
 from export.gguf_lm import write_gguf
+from export.llama import MtmdEncoder, mtmd_module
+from export.manifest import MANIFEST_FILE, load_manifest
 from export.mmproj import (
     CLS_ORDER_BUG,
     LLAMA_CPP_PAD_COLOUR,
-    MtmdEncoder,
     mmproj_facts,
     validate_mmproj,
     validation_images,
@@ -247,7 +248,7 @@ def test_feature_cache_key_covers_the_shape(native):
 
 
 def test_mtmd_encoder_refuses_a_non_rgb_array(bundle):
-    from export.llama_session import LlamaSession
+    from export.llama import LlamaSession
 
     lm_file, mmproj_file = bundle / "gguf" / "model-f16.gguf", bundle / "gguf" / "mmproj-f16.gguf"
     with LlamaSession(lm_file, n_ctx=64, n_threads=THREADS) as lm, MtmdEncoder(mmproj_file, lm) as encoder:
@@ -308,7 +309,7 @@ def test_bundle_without_mmproj_is_refused(bundle, tmp_path):
 
 def test_manifest_edits_the_mmproj_disagrees_with_are_refused(bundle, tmp_path):
     """The mmproj is the only file that knows the normalisation; its metadata is checked at load."""
-    from export.bundle import sha256_file
+    from export.manifest import sha256_file
 
     copy = Path(shutil.copytree(bundle, tmp_path / "copy"))
     data = json.loads((copy / MANIFEST_FILE).read_text())
@@ -422,9 +423,9 @@ def stock_llama_cpp_answer(
     around its media marker and evaluates the chunks itself (mtmd_helper_eval_chunks), then greedy."""
     import ctypes
 
-    from export.llama_session import llama_cpp_module
+    from export.llama import llama_cpp_module
 
-    lib, mtmd = llama_cpp_module(), mmproj.mtmd_module()
+    lib, mtmd = llama_cpp_module(), mtmd_module()
     model = lib.llama_model_load_from_file(str(lm_path).encode(), lib.llama_model_default_params())
     cparams = lib.llama_context_default_params()
     cparams.n_ctx, cparams.n_batch, cparams.n_threads, cparams.n_threads_batch = 512, 512, THREADS, THREADS

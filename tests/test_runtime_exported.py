@@ -118,7 +118,7 @@ def test_chat_and_info_cli(tiny_bundle, images):
 def test_exported_runtime_process_never_imports_torch():
     """The deployment path (ONNX Runtime + llama.cpp) must not pay torch's memory: measured 265 MB."""
     code = (
-        "import sys, runtimes.exported, runtimes.native, export.llama_session, impvlm; "
+        "import sys, runtimes.exported, runtimes.native, export.llama, impvlm; "
         "impvlm.get_template; "
         "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
     )
@@ -162,7 +162,7 @@ def test_edited_image_size_is_one_line_not_a_traceback(plain_bundle, images, tmp
 def test_loading_a_bundle_checks_it_without_torch(plain_bundle):
     """The manifest checks (ONNX graph shapes, GGUF metadata, tokenizer) stay on the deployment path."""
     code = (
-        "import sys; from export.bundle import load_manifest; "
+        "import sys; from export.manifest import load_manifest; "
         f"m = load_manifest({str(plain_bundle)!r}); "
         "print(sorted(m for m in ('torch', 'transformers', 'onnx') if m in sys.modules))"
     )

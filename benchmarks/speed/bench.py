@@ -108,7 +108,7 @@ class Job(NamedTuple):
 def measure_preset(config: SpeedConfig, out: Path) -> dict[str, Any]:
     """Prepare (or reuse) the model and bundle of ``config``, then run every worker."""
     from benchmarks.speed.model import prepare_model
-    from export.bundle import load_manifest
+    from export.manifest import load_manifest
 
     started = time.perf_counter()
     prepared = prepare_model(config)

@@ -31,7 +31,7 @@ def probe_lean_imports_mb() -> float:
 def probe_llama_model_mb(path: str, mode: str) -> dict[str, Any]:
     """RSS growth while llama.cpp loads a GGUF: ``default`` (mmap + weight repacking), ``no_mmap``
     (read into memory) or ``no_repack`` (mmap, no CPU_REPACK copies)."""
-    from export.llama_session import llama_cpp_module
+    from export.llama import llama_cpp_module
     from runtimes.base import peak_rss_mb
 
     lib = llama_cpp_module()

@@ -31,7 +31,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from export.bundle import MANIFEST_FILE, load_manifest
+    from export.manifest import MANIFEST_FILE, load_manifest
 
     folder = Path(args.bundle)
     if not (folder / MANIFEST_FILE).is_file() and (folder / "config.json").is_file():
@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
 
 def describe(m: dict[str, Any], verified: bool = True) -> str:
     """The manifest in human form."""
-    from export.bundle import iter_artifacts
+    from export.manifest import iter_artifacts
 
     model, tokens, image, tpl = m["model"], m["tokens"], m["image"], m["template"]
     src = m["source"]
