@@ -185,7 +185,8 @@ def _log_softmax(x: np.ndarray) -> np.ndarray:
     return x - np.log(np.exp(x).sum(-1, keepdims=True))
 
 
-def _summary(per_pos: list[dict[str, np.ndarray]]) -> dict[str, float | int] | None:
+def logit_summary(per_pos: list[dict[str, np.ndarray]]) -> dict[str, float | int] | None:
+    """Max / mean logit error, top-1 agreement and KL over every position of :func:`logit_metrics` rows."""
     if not per_pos:
         return None
     cat = {k: np.concatenate([p[k] for p in per_pos]) for k in per_pos[0]}
@@ -199,13 +200,10 @@ def _summary(per_pos: list[dict[str, np.ndarray]]) -> dict[str, float | int] | N
     }
 
 
-def _greedy_summary(ref: list[list[int]], got: list[list[int]], n: int) -> dict[str, Any]:
-    first_diff = []
-    for r, g in zip(ref, got):
-        diff = next((i for i, (a, b) in enumerate(zip(r, g)) if a != b), n)
-        first_diff.append(diff)
+def greedy_agreement(ref: list[list[int]], got: list[list[int]], n: int) -> dict[str, Any]:
+    """How far greedy continuations of ``n`` tokens agree with the reference's, prompt by prompt."""
+    first_diff = [next((i for i, (a, b) in enumerate(zip(r, g)) if a != b), n) for r, g in zip(ref, got)]
     return {
-        "n_tokens": n,
         "exact_match": float(np.mean([d == n for d in first_diff])) if first_diff else 1.0,
         # share of generated tokens before the first disagreement
         "prefix_agreement": float(np.mean(first_diff) / n) if n and first_diff else 1.0,
@@ -328,10 +326,10 @@ class _ProbeRuns:
                 "encode_mismatches": self.encode_mismatches,
                 "decode_mismatches": self.decode_mismatches,
             },
-            "logits": _summary(self.per_text + self.per_image),
-            "logits_text": _summary(self.per_text),
-            "logits_image": _summary(self.per_image),
-            "greedy": _greedy_summary(reference.greedy, self.greedy, n_greedy),
+            "logits": logit_summary(self.per_text + self.per_image),
+            "logits_text": logit_summary(self.per_text),
+            "logits_image": logit_summary(self.per_image),
+            "greedy": {"n_tokens": n_greedy, **greedy_agreement(reference.greedy, self.greedy, n_greedy)},
         }
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from export.kinds.base import ArtifactFile, ArtifactKind, BundleJob, Steps, Verdict
+from export.manifest import Kind
 from export.quant_types import ONNX_PRECISIONS
 
 if TYPE_CHECKING:
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
 class OnnxVision(ArtifactKind):
     """``pixel_values -> image_features`` as ONNX graphs (see :mod:`export.onnx_vision`)."""
 
-    section = "vision"
+    section = Kind.VISION
     keyword = "onnx"
     noun = "ONNX precision"
     folder = "onnx"
