@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata, util
@@ -144,20 +144,34 @@ def export_bundle(
     """
     from tqdm import tqdm
 
-    from export.manifest_check import check_files
-    from export.target import check_target, make_work_folder, move_into_place, os_reason, remove_empty
+    from export.target import check_target
     from impvlm.upstream import Parts
 
     plan = ExportPlan.make(gguf, onnx, validate, mmproj)
     parts = Parts.of(language_model, vision_tower)
-    checkpoint, out = Path(checkpoint), Path(out)
+    out = Path(out)
     check_target(out)
+    options = (parts, tokenizer_dir, calibration_prompts, threads, optimize_onnx, imatrix)
+    # load, tokenizer and hash; each kind adds its steps
+    with tqdm(total=3, desc="export", unit="step", disable=not progress) as bar:
+        steps = Steps(bar)
+        manifest = _publish(
+            out, lambda work: _BundleWriter(plan, Path(checkpoint), work, steps).run(*options)
+        )
+    log.info("bundle written to %s in %.1fs", out, manifest.timings["total_seconds"])
+    return manifest
+
+
+def _publish(out: Path, write: Callable[[Path], Manifest]) -> Manifest:
+    """Run ``write`` into a hidden work folder next to ``out``, then write its manifest and rename the
+    folder into place; on any failure nothing is left behind."""
+    from export.manifest_check import check_files
+    from export.target import make_work_folder, move_into_place, os_reason, remove_empty
+
     work, created = make_work_folder(out)
-    bar = tqdm(total=3, desc="export", unit="step", disable=not progress)  # load, tokenizer, hash + kinds
-    writer = _BundleWriter(plan, checkpoint, work, Steps(bar))
     try:
-        with writer.steps.timed() as total:
-            manifest = writer.run(parts, tokenizer_dir, calibration_prompts, threads, optimize_onnx, imatrix)
+        with Steps().timed() as total:
+            manifest = write(work)
         manifest.timings["total_seconds"] = total.seconds
         manifest.write(work)
         check_files(work, manifest)  # the bundle passes the checks every load makes
@@ -168,9 +182,6 @@ def export_bundle(
         if isinstance(exc, OSError):
             raise ExportError(f"writing the bundle {out} failed: {os_reason(exc)}") from exc
         raise
-    finally:
-        bar.close()
-    log.info("bundle written to %s in %.1fs", out, manifest.timings["total_seconds"])
     return manifest
 
 
@@ -199,25 +210,9 @@ class _BundleWriter:
         with self.steps.step("load checkpoint", "load_seconds"):
             model, tokenizer, source, tokenizer_info = self._load(parts, tokenizer_dir)
             tokens = _token_ids(model.config, tokenizer)
-        job = BundleJob(
-            model,
-            tokenizer,
-            self.work,
-            self.plan.validate,
-            self.steps,
-            threads,
-            prompts,
-            optimize_onnx,
-            imatrix,
-        )
-        calibration: dict[str, Any] = {}
-        for kind_class, wanted in self.plan.kinds():
-            kind = kind_class.for_bundle(job)
-            self.steps.expect(kind.n_steps(wanted, job.validate))
-            with self.steps.timed(kind.timing_key):
-                job.written[kind.section] = kind.export(self.work / kind.folder, wanted, job.validate)
-            if (entry := kind.calibration(job)) is not None:
-                calibration[kind.calibration_key] = entry
+        options = {"threads": threads, "prompts": prompts, "optimize_onnx": optimize_onnx, "imatrix": imatrix}
+        job = BundleJob(model, tokenizer, self.work, self.plan.validate, self.steps, **options)
+        calibration = self._kinds(job)
         with self.steps.step("tokenizer", "tokenizer_seconds"):
             save_tokenizer(tokenizer, self.work / TOKENIZER_DIR)
         with self.steps.step("hash files", "hash_seconds"):
@@ -242,6 +237,18 @@ class _BundleWriter:
             created=datetime.now(UTC).isoformat(timespec="seconds"),
             **artifacts,
         )
+
+    def _kinds(self, job: BundleJob) -> dict[str, Any]:
+        """Every kind asked for, in order, into ``job.written``; returns what their checks ran on."""
+        calibration: dict[str, Any] = {}
+        for kind_class, wanted in self.plan.kinds():
+            kind = kind_class.for_bundle(job)
+            self.steps.expect(kind.n_steps(wanted, job.validate))
+            with self.steps.timed(kind.timing_key):
+                job.written[kind.section] = kind.export(self.work / kind.folder, wanted, job.validate)
+            if (entry := kind.calibration(job)) is not None:
+                calibration[kind.calibration_key] = entry
+        return calibration
 
     def _load(self, parts: Any, tokenizer_dir: str | Path | None) -> tuple[Any, Any, SourceInfo, Any]:
         """The model, its tokenizer (checked against it), where they came from."""

@@ -47,7 +47,7 @@ def image_prompts(config: Any, prompts: Sequence[str] | None = None) -> list[str
 
 def calibration_images(config: Any, prompts: Sequence[str]) -> Any:
     """One synthetic scene per ``<image>`` tag across ``prompts`` (in order), or None without tags."""
-    from export.onnx_parity import parity_images
+    from export.onnx_vision import parity_images
 
     n = sum(p.count(IMAGE_TOKEN) for p in prompts)
     return parity_images(config, n_synthetic=n, n_random=0, seed=1) if n else None

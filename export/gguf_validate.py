@@ -228,8 +228,7 @@ def validate_gguf(
     """Compare ``gguf_path`` in llama.cpp with ``model`` on ``prompts`` (and ``images``).
 
     Args:
-        model: the PyTorch model the file was exported from (its reference answers).
-        tokenizer: its HF tokenizer.
+        model / tokenizer: the PyTorch model the file was exported from and its HF tokenizer.
         gguf_path: an f32, f16 or quantized GGUF of the model's LM.
         prompts: probe prompts; those with ``<image>`` take the next row of ``images``.
         images: ``(B, 3, H, W)`` preprocessed pixel values, or ``None`` for text-only probes.
@@ -252,16 +251,9 @@ def validate_gguf(
     elif [p.prompt for p in reference.probes] != list(prompts) or reference.n_greedy != n_greedy:
         raise ExportError("the reference was computed for other prompts or another n_greedy")
     image_token = int(model.config.image_token_index)
-    longest = max(len(lg) for lg in reference.logits) + n_greedy + 1
-    longest_segment = max(
-        [len(s) for p in reference.probes for s in p.segments(image_token)]
-        + [f.shape[1] for f in reference.features if f is not None]
-    )
     file_type = read_file_type(path)
     options = {"n_threads": n_threads, "kv_type": kv_type, "flash_attn": flash_attn}
-    with LlamaSession(
-        path, n_ctx=longest, n_batch=max(512, longest_segment), all_logits=True, **options
-    ) as session:
+    with LlamaSession(path, **_sizes(reference, image_token), all_logits=True, **options) as session:
         if session.n_vocab != reference.logits[0].shape[-1]:
             raise ExportError(
                 f"{path.name} has {session.n_vocab} tokens but the model has {reference.logits[0].shape[-1]}"
@@ -269,13 +261,7 @@ def validate_gguf(
         runs = _ProbeRuns(session, tokenizer, image_token)
         for i, probe in enumerate(reference.probes):
             runs.run(i, probe, reference, n_greedy)
-        settings = {
-            "n_threads": session.n_threads,
-            "n_ctx": session.n_ctx,
-            "n_batch": session.n_batch,
-            "kv_type": kv_type,
-            "flash_attn": flash_attn,
-        }
+        used = {"n_threads": session.n_threads, "n_ctx": session.n_ctx, "n_batch": session.n_batch}
     return {
         "file": path.name,
         "quant_type": file_type_name(file_type),
@@ -283,9 +269,19 @@ def validate_gguf(
         "file_bytes": path.stat().st_size,
         "n_prompts": len(reference.probes),
         **runs.summary(reference, n_greedy),
-        "llama_cpp": settings,
+        "llama_cpp": {**used, "kv_type": kv_type, "flash_attn": flash_attn},
         "seconds": round(time.perf_counter() - start, 3),
     }
+
+
+def _sizes(reference: TorchReference, image_token: int) -> dict[str, int]:
+    """Context for the longest probe and its greedy tokens; a batch for its longest segment."""
+    longest = max(len(lg) for lg in reference.logits) + reference.n_greedy + 1
+    longest_segment = max(
+        [len(s) for p in reference.probes for s in p.segments(image_token)]
+        + [f.shape[1] for f in reference.features if f is not None]
+    )
+    return {"n_ctx": longest, "n_batch": max(512, longest_segment)}
 
 
 class _ProbeRuns:
