@@ -16,7 +16,10 @@ images with ``ImageProcessor.from_config(manifest["image"])`` and splices ``mode
 embeddings where the prompt text says ``<image>`` (the ``tokens.image`` id, or null when the
 tokenizer has no such token). The format and its reader are :mod:`export.manifest`.
 
-:func:`export_bundle` writes into a hidden ``.NAME.partial-*`` folder next to ``out`` and renames it
+Each kind of runnable file (ONNX vision encoder, GGUF LM, mmproj) is an artifact kind of
+:mod:`export.kinds`: :func:`export_bundle` plans every kind, loads the model once, and runs the kinds
+in registry order (:data:`export.kinds.registry.KINDS`), each writing, quantizing and validating its
+own files. It writes into a hidden ``.NAME.partial-*`` folder next to ``out`` and renames it
 into place only after every file was written and validated, so a crash or a failed check never
 leaves a folder with a ``manifest.json`` that is not the real thing.
 """
