@@ -21,6 +21,8 @@ from gguf import LlamaFileType
 from export.errors import ExportError
 from export.quant_types import QUANT_TYPES
 
+#: transformers names of the tanh-approximated GELU, the form ggml's ``gelu`` computes (LM and tower).
+TANH_GELUS = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")
 #: Base precisions written directly (others are quantized by llama.cpp from the f16 or f32 base):
 #: ``dtype`` name -> (numpy dtype of 2-D+ weights, ``general.file_type``).
 BASE_DTYPES: dict[str, tuple[type[np.floating], LlamaFileType]] = {

@@ -44,7 +44,7 @@ import gguf
 from gguf import MODEL_TENSOR, TENSOR_NAMES, GGUFType, LlamaFileType
 
 from export.errors import ExportError
-from export.gguf_file import BASE_DTYPES, GGUFTensor, write_gguf_file
+from export.gguf_file import BASE_DTYPES, TANH_GELUS, GGUFTensor, write_gguf_file
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,6 @@ ARCH_NAME = "clip"
 PROJECTOR_TYPE = gguf.VISION_PROJECTOR_TYPE_NAMES[gguf.VISION_PROJECTOR_TYPE.MLP]  # "mlp"
 #: The Imp projector llama.cpp's ``mlp`` graph computes: Linear, GELU, Linear (``mm.0`` / ``mm.2``).
 SUPPORTED_PROJECTORS = ("mlp2x_gelu",)
-TANH_GELUS = ("gelu_pytorch_tanh", "gelu_new", "gelu_fast")
 #: Tower activation (transformers name) -> ``clip.use_gelu`` (false = quick-GELU).
 USE_GELU = {**dict.fromkeys(TANH_GELUS, True), "gelu": True, "quick_gelu": False}
 #: llama.cpp's letterbox colour for the ``mlp`` projector (clip.cpp ``image_pad_color``).
