@@ -83,17 +83,20 @@ class Run:
         """Token-level agreement vs PyTorch recorded in the bundle manifest at export: the LM's
         top-1 agreement and mean KL of next-token distributions on the probe set, and the vision
         encoder's minimum feature cosine."""
+        from export.manifest import MANIFEST_FILE, read_manifest
+
         bundle = self.identity.get("bundle")
-        if not bundle or not (Path(bundle) / "manifest.json").exists():
+        if not bundle or not (Path(bundle) / MANIFEST_FILE).exists():
             return None
-        manifest = json.loads((Path(bundle) / "manifest.json").read_text())
+        manifest = read_manifest(bundle, verify=False)
         out: dict[str, float] = {}
-        lm = (manifest.get("lm", {}).get(self.identity.get("lm")) or {}).get("validation") or {}
-        logits = lm.get("logits") or {}
+        lm = manifest.lm.get(self.identity.get("lm") or "")
+        logits = ((lm.validation if lm else None) or {}).get("logits") or {}
         for key in ("top1_agreement", "mean_kl"):
             if isinstance(logits.get(key), int | float):
                 out[f"lm_{key}"] = float(logits[key])
-        vision = (manifest.get("vision", {}).get(self.identity.get("vision")) or {}).get("validation") or {}
+        encoder = manifest.vision.get(self.identity.get("vision") or "")
+        vision = (encoder.validation if encoder else None) or {}
         if isinstance(vision.get("min_cos"), int | float):
             out["vision_min_cos"] = float(vision["min_cos"])
         return out or None

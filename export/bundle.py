@@ -47,6 +47,7 @@ from export.manifest import (
     SourceInfo,
     TemplateInfo,
     TokenIds,
+    check_bundle,
     sha256_file,
 )
 
@@ -168,7 +169,6 @@ def export_bundle(
 def _publish(out: Path, write: Callable[[Path], Manifest]) -> Manifest:
     """Run ``write`` into a hidden work folder next to ``out``, then write its manifest and rename the
     folder into place; on any failure nothing is left behind."""
-    from export.manifest_check import check_files
     from export.target import make_work_folder, move_into_place, os_reason, remove_empty
 
     work, created = make_work_folder(out)
@@ -177,7 +177,7 @@ def _publish(out: Path, write: Callable[[Path], Manifest]) -> Manifest:
             manifest = write(work)
         manifest.timings["total_seconds"] = total.seconds
         manifest.write(work)
-        check_files(work, manifest)  # the bundle passes the checks every load makes
+        check_bundle(work, manifest)  # the bundle passes the checks every load makes
         move_into_place(work, out)
     except BaseException as exc:
         shutil.rmtree(work, ignore_errors=True)

@@ -1,8 +1,9 @@
 """The bundle format: ``manifest.json`` as typed records, read and verified.
 
-:func:`load_manifest` reads a bundle's ``manifest.json`` and refuses a bundle whose files changed
-since export or disagree with the manifest (:mod:`export.manifest_check`); :func:`verify_bundle_matches`
-one made for another model. The writer is :mod:`export.bundle`.
+:func:`read_manifest` reads a bundle's ``manifest.json`` into a :class:`Manifest` and refuses a
+bundle whose files changed since export or disagree with the manifest (:mod:`export.manifest_check`);
+:func:`verify_bundle_matches` one made for another model. A runtime builds prompts from the template
+strings the manifest holds (:meth:`TemplateInfo.template`). The writer is :mod:`export.bundle`.
 """
 
 from __future__ import annotations
@@ -10,13 +11,15 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from export.manifest_check import check_fields, check_files, short_repr
 from export.tokenizer_check import TokenizerInfo
 from impvlm.errors import BundleError
+from impvlm.templates import IMAGE_TOKEN, TEMPLATE_STYLES, TEMPLATES, Template, get_template
 
 FORMAT_NAME = "impvlm-bundle"
 FORMAT_VERSION = 1
@@ -96,9 +99,10 @@ class TemplateInfo:
 
     @classmethod
     def from_name(cls, name: str) -> TemplateInfo:
-        from impvlm.templates import IMAGE_TOKEN, get_template
+        return cls.of(get_template(name))
 
-        t = get_template(name)
+    @classmethod
+    def of(cls, t: Template) -> TemplateInfo:
         return cls(
             name=t.name,
             style=t.style,
@@ -111,6 +115,30 @@ class TemplateInfo:
             question_prompt=_format_pattern(t.question_prompt("\0")),
             question_prompt_text_only=_format_pattern(t.question_prompt("\0", with_image=False)),
         )
+
+    def template(self) -> Template:
+        """The template these strings spell out: what a runtime renders prompts with (no lookup by
+        name, so a template this impvlm does not know renders too)."""
+        roles = (self.roles[0], self.roles[1])
+        return Template(self.name, self.style, self.system, roles, self.sep, self.sep2)  # type: ignore[arg-type]
+
+    def check(self, where: Path) -> None:
+        """Refuse strings that are not the template impvlm builds under the same name, or (a template
+        this impvlm does not know) that do not follow from each other."""
+        if self.name in TEMPLATES:
+            reference = TemplateInfo.from_name(self.name)
+            problem = "is not the one this impvlm builds prompts with"
+            advice = "the manifest was edited or needs a re-export"
+        else:
+            reference = TemplateInfo.of(self.template())
+            problem, advice = "does not follow from its other strings", "the manifest was edited"
+        for item in fields(reference):
+            have, want = getattr(self, item.name), getattr(reference, item.name)
+            if have != want:
+                raise BundleError(
+                    f"{where}: template {self.name!r} {item.name} {short_repr(have)} {problem} "
+                    f"({short_repr(want)}): {advice}"
+                )
 
 
 @dataclass(frozen=True)
@@ -185,16 +213,34 @@ def _format_pattern(prompt: str) -> str:
 # ------------------------------------------------------------------------------------ reading bundles
 
 
+def read_manifest(bundle_dir: str | Path, verify: bool = True) -> Manifest:
+    """The bundle's ``manifest.json`` as a typed :class:`Manifest`, after the checks of
+    :func:`load_manifest`: what a runtime reads a bundle with."""
+    return _load(Path(bundle_dir), verify)[1]
+
+
 def load_manifest(bundle_dir: str | Path, verify: bool = True) -> dict[str, Any]:
     """Read ``manifest.json`` and (with ``verify``) check every file's size and sha256, then the
-    manifest against what the files say about themselves (:mod:`export.manifest_check`).
+    manifest against what the files say about themselves (:mod:`export.manifest_check`). Returns it
+    as the dict it is on disk (:func:`read_manifest` gives the typed records).
 
     Raises:
         BundleError: one line naming the problem: no such folder, no manifest, not a bundle, an
             unsupported format version, a malformed manifest, a missing file, a changed file, a
             manifest that disagrees with its files.
     """
-    root = Path(bundle_dir)
+    return _load(Path(bundle_dir), verify)[0]
+
+
+def check_bundle(root: Path, manifest: Manifest) -> None:
+    """The checks :func:`load_manifest` makes after the sha256 of each file: the template and what
+    the files say about themselves."""
+    where = root / MANIFEST_FILE
+    manifest.template.check(where)
+    check_files(where, manifest)
+
+
+def _load(root: Path, verify: bool) -> tuple[dict[str, Any], Manifest]:
     if not root.is_dir():
         raise BundleError(f"bundle folder not found: {root}")
     path = root / MANIFEST_FILE
@@ -212,15 +258,13 @@ def load_manifest(bundle_dir: str | Path, verify: bool = True) -> dict[str, Any]
             f"{path}: bundle format version {version!r} is not supported by this impvlm "
             f"(supports {', '.join(map(str, SUPPORTED_FORMAT_VERSIONS))})"
         )
-    from export.manifest_check import check_fields, check_files
-
     manifest = _typed(data, path)
     check_fields(manifest, path)
     if verify:
         for rel, record in manifest.files.items():
             _verify_file(root, rel, record)
-        check_files(root, manifest)
-    return data
+        check_bundle(root, manifest)
+    return data, manifest
 
 
 def _typed(data: dict[str, Any], path: Path) -> Manifest:
@@ -230,6 +274,12 @@ def _typed(data: dict[str, Any], path: Path) -> Manifest:
         raise BundleError(f"{path} is malformed: missing key {exc}") from None
     except (TypeError, AttributeError) as exc:
         raise BundleError(f"{path} is malformed: {exc}") from None
+    template = manifest.template
+    if template.style not in TEMPLATE_STYLES or len(template.roles) != 2:
+        raise BundleError(
+            f"{path} is malformed: template {template.name!r} needs a style of {', '.join(TEMPLATE_STYLES)} "
+            "and two roles"
+        )
     sections = ((Kind.VISION, manifest.vision), (Kind.LM, manifest.lm), (Kind.MMPROJ, manifest.mmproj))
     for kind, artifacts in sections:
         for precision, artifact in artifacts.items():

@@ -56,9 +56,6 @@ SUPPORTED_PROJECTORS = ("mlp2x_gelu",)
 USE_GELU = {**dict.fromkeys(TANH_GELUS, True), "gelu": True, "quick_gelu": False}
 #: llama.cpp's letterbox colour for the ``mlp`` projector (clip.cpp ``image_pad_color``).
 LLAMA_CPP_PAD_COLOUR = (122, 116, 104)
-#: The upstream defect a CLIP tower runs into (the llava graph appends the class token after the
-#: patches while its inputs assume it first): the file is right, the library computes something else.
-CLS_ORDER_BUG = "ggml-org/llama.cpp#25814"
 
 
 class ClipKeys:

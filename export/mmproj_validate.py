@@ -32,7 +32,8 @@ from export.errors import ExportError
 from export.gguf_file import read_file_type
 from export.gguf_validate import TorchReference, greedy_agreement, llama_run, logit_metrics, logit_summary
 from export.kinds.base import judgement
-from export.mmproj import CLS_ORDER_BUG, LLAMA_CPP_PAD_COLOUR, mmproj_facts
+from export.llama import CLS_ORDER_BUG
+from export.mmproj import LLAMA_CPP_PAD_COLOUR, mmproj_facts
 from export.quant_types import file_type_name, mmproj_gate
 
 #: What :func:`validation_images` returns, for the bundle manifest.
@@ -146,7 +147,7 @@ def _torch_features(model: Any, pixels: np.ndarray) -> np.ndarray:
 
 def _cls_last_features(model: Any, pixels: np.ndarray) -> np.ndarray:
     """What the buggy llava graph computes for a CLIP tower: class token appended after the patches
-    with positions in sequence order, output rows 1..N (:data:`~export.mmproj.CLS_ORDER_BUG`)."""
+    with positions in sequence order, output rows 1..N (:data:`~export.llama.CLS_ORDER_BUG`)."""
     import torch
 
     layers = mmproj_facts(model.config).block_count

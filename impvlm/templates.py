@@ -30,6 +30,9 @@ IMAGE_SENTINEL = -200
 SHORT_ANSWER_SUFFIX = "Answer the question using a single word or phrase."
 IGNORE_INDEX = -100
 Role = Literal["user", "assistant"]
+Style = Literal["two", "plain"]
+#: How a template lays a conversation out (see :class:`Template`).
+TEMPLATE_STYLES: tuple[Style, ...] = ("two", "plain")
 
 PHI2_SYSTEM = (
     "A chat between a curious user and an artificial intelligence assistant. "
@@ -58,7 +61,7 @@ class Template:
     """
 
     name: str
-    style: Literal["two", "plain"]
+    style: Style
     system: str
     roles: tuple[str, str]
     sep: str

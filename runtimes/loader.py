@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
+from export.manifest import MANIFEST_FILE
 from impvlm.errors import ConfigError
 from runtimes.base import Runtime
 
 KINDS = ("torch", "exported", "native")
-MANIFEST = "manifest.json"
 
 
 def parse_spec(spec: str | Path) -> tuple[str, Path, dict[str, str]]:
@@ -30,12 +30,12 @@ def parse_spec(spec: str | Path) -> tuple[str, Path, dict[str, str]]:
             kind, head = candidate, head[len(candidate) + 1 :]
     path = Path(head)
     if kind == "auto":
-        if (path / MANIFEST).is_file():
+        if (path / MANIFEST_FILE).is_file():
             kind = "exported"
         elif (path / "config.json").is_file():
             kind = "torch"
         else:
-            raise ConfigError(f"{path} is neither a checkpoint (config.json) nor a bundle ({MANIFEST})")
+            raise ConfigError(f"{path} is neither a checkpoint (config.json) nor a bundle ({MANIFEST_FILE})")
     return kind, path, dict(parse_qsl(query))
 
 

@@ -13,7 +13,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -27,6 +27,7 @@ from impvlm.errors import ConfigError
 if TYPE_CHECKING:
     from benchmarks.speed.model import PreparedModel
     from benchmarks.speed.protocol import WorkerSpec
+    from export.manifest import Artifact, Manifest
 
 log = logging.getLogger(__name__)
 
@@ -108,11 +109,11 @@ class Job(NamedTuple):
 def measure_preset(config: SpeedConfig, out: Path) -> dict[str, Any]:
     """Prepare (or reuse) the model and bundle of ``config``, then run every worker."""
     from benchmarks.speed.model import prepare_model
-    from export.manifest import load_manifest
+    from export.manifest import read_manifest
 
     started = time.perf_counter()
     prepared = prepare_model(config)
-    manifest = load_manifest(prepared.bundle, verify=False)
+    manifest = read_manifest(prepared.bundle, verify=False)
     spec = worker_spec(config, prepared, out)
     raw: dict[str, Any] = {
         "config": config.to_dict(),
@@ -155,7 +156,7 @@ def worker_spec(config: SpeedConfig, prepared: PreparedModel, out: Path) -> Work
     )
 
 
-def preset_jobs(config: SpeedConfig, spec: WorkerSpec, manifest: dict[str, Any]) -> list[Job]:
+def preset_jobs(config: SpeedConfig, spec: WorkerSpec, manifest: Manifest) -> list[Job]:
     """(label, worker, its arguments, where in ``raw`` its result goes) of every measurement."""
     from benchmarks.speed.probes import measure_memory_probes
     from benchmarks.speed.workers import (
@@ -206,24 +207,23 @@ def run_job(job: Job, raw: dict[str, Any], config: SpeedConfig, prefix: str) -> 
     log.info("%s %s done in %.1fs", prefix, label, time.perf_counter() - t0)
 
 
-def _manifest_facts(manifest: dict[str, Any]) -> dict[str, Any]:
+def _manifest_facts(manifest: Manifest) -> dict[str, Any]:
     """What the report needs from the bundle manifest: model, files, export and quantize times."""
-    files = manifest["files"]
 
-    def artifact(entry: dict[str, Any]) -> dict[str, Any]:
-        names = [entry["file"], *entry.get("extra_files", [])]
+    def artifact(entry: Artifact) -> dict[str, Any]:
+        names = [entry.file, *entry.extra_files]
         return {
-            "file": entry["file"],
-            "bytes": sum(files[n]["bytes"] for n in names),
-            "export_seconds": entry.get("export_seconds"),
-            "details": entry.get("details", {}),
+            "file": entry.file,
+            "bytes": sum(manifest.files[n].bytes for n in names),
+            "export_seconds": entry.export_seconds,
+            "details": entry.details,
         }
 
     return {
-        "model": manifest["model"],
-        "created": manifest.get("created"),
-        "timings": manifest.get("timings", {}),
-        "vision": {k: artifact(v) for k, v in manifest["vision"].items()},
-        "lm": {k: artifact(v) for k, v in manifest["lm"].items()},
-        "tools": manifest.get("tools", {}),
+        "model": asdict(manifest.model),
+        "created": manifest.created,
+        "timings": manifest.timings,
+        "vision": {k: artifact(v) for k, v in manifest.vision.items()},
+        "lm": {k: artifact(v) for k, v in manifest.lm.items()},
+        "tools": manifest.tools,
     }

@@ -27,6 +27,7 @@ from typing import Any
 
 from benchmarks.speed.config import SpeedConfig, key_hash
 from benchmarks.speed.isolate import run_isolated
+from export.manifest import MANIFEST_FILE
 from impvlm.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -88,7 +89,7 @@ def prepare_model(config: SpeedConfig) -> PreparedModel:
     else:
         checkpoint = Path(config.checkpoint)
     bundle = folder / "bundle"
-    if config.rebuild or built_now or not (bundle / "manifest.json").is_file():
+    if config.rebuild or built_now or not (bundle / MANIFEST_FILE).is_file():
         log.info(
             "exporting %s to %s (gguf %s, onnx %s)", checkpoint, bundle, config.all_quants, config.vision
         )

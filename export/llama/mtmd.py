@@ -22,9 +22,13 @@ from typing import Any
 import numpy as np
 
 from export.errors import ExportError
-from export.llama.session import llama_cpp_module
+from export.llama.library import llama_cpp_module
 
 mtmd_log = logging.getLogger("export.mtmd")
+
+#: The upstream defect a CLIP tower runs into (the llava graph appends the class token after the
+#: patches while its inputs assume it first): the file is right, the library computes something else.
+CLS_ORDER_BUG = "ggml-org/llama.cpp#25814"
 _MTMD_LOCK = threading.Lock()
 _MTMD_STATE: dict[str, Any] = {}
 _MTMD_TAIL: collections.deque[str] = collections.deque(maxlen=30)
