@@ -50,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
 
 def describe(m: dict[str, Any], verified: bool = True) -> str:
     """The manifest in human form."""
+    from export.commands import format_size
     from export.manifest import iter_artifacts
 
     model, tokens, image, tpl = m["model"], m["tokens"], m["image"], m["template"]
@@ -93,15 +94,6 @@ def parity_text(kind: str, validation: dict[str, Any] | None) -> str:
     from export.kinds.registry import kind_of
 
     return kind_of(kind).describe(validation)
-
-
-def format_size(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KB", "MB"):
-        if size < 1024:
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.2f} GB"
 
 
 def _tokenizer_text(info: dict[str, Any] | None) -> str:
