@@ -275,7 +275,8 @@ def _typed(data: dict[str, Any], path: Path) -> Manifest:
     except (TypeError, AttributeError) as exc:
         raise BundleError(f"{path} is malformed: {exc}") from None
     template = manifest.template
-    if template.style not in TEMPLATE_STYLES or len(template.roles) != 2:
+    roles = template.roles
+    if template.style not in TEMPLATE_STYLES or not (isinstance(roles, list) and len(roles) == 2):
         raise BundleError(
             f"{path} is malformed: template {template.name!r} needs a style of {', '.join(TEMPLATE_STYLES)} "
             "and two roles"

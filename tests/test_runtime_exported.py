@@ -232,3 +232,18 @@ def test_a_template_whose_strings_disagree_is_refused(plain_bundle, tmp_path):
     (bundle / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(BundleError, match="malformed: template 'house-phi2' needs a style of two, plain"):
         load_runtime(bundle, verify=False)
+
+
+def test_compare_reads_the_export_checks_from_the_typed_manifest(tiny_bundle):
+    from benchmarks.compare import Run
+    from export.manifest import load_manifest
+
+    identity = {"runtime": "exported", "bundle": str(tiny_bundle), "lm": "q4_k_m", "vision": "int8"}
+    on_disk = load_manifest(tiny_bundle)
+    logits = on_disk["lm"]["q4_k_m"]["validation"]["logits"]
+    assert Run(tiny_bundle, identity, {}).token_level() == {
+        "lm_top1_agreement": logits["top1_agreement"],
+        "lm_mean_kl": logits["mean_kl"],
+        "vision_min_cos": on_disk["vision"]["int8"]["validation"]["min_cos"],
+    }
+    assert Run(tiny_bundle, {**identity, "lm": "q5_k_m", "vision": None}, {}).token_level() is None
