@@ -24,13 +24,8 @@ from export.errors import ExportError
 from export.gguf_lm import write_gguf
 from export.llama import CLS_ORDER_BUG, MtmdEncoder, mtmd_module
 from export.manifest import MANIFEST_FILE, load_manifest
-from export.mmproj import (
-    LLAMA_CPP_PAD_COLOUR,
-    mmproj_facts,
-    validate_mmproj,
-    validation_images,
-    write_mmproj,
-)
+from export.mmproj import LLAMA_CPP_PAD_COLOUR, mmproj_facts, write_mmproj
+from export.mmproj_validate import validate_mmproj, validation_images
 from export.onnx_vision import token_cosines
 from impvlm import ImpForCausalLM, build_config
 from impvlm.checkpoint import load_model

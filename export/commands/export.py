@@ -101,7 +101,8 @@ def run(args: argparse.Namespace) -> int:
 
 def summary(manifest: dict[str, Any], bundle: str) -> str:
     """Files, sizes and parity of a freshly written bundle, one line per artifact."""
-    from export.commands.info import format_size, parity_text
+    from export.commands import format_size
+    from export.commands.info import parity_text
     from export.manifest import iter_artifacts
 
     files = manifest["files"]

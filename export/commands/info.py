@@ -50,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
 
 def describe(m: dict[str, Any], verified: bool = True) -> str:
     """The manifest in human form."""
+    from export.commands import format_size
     from export.manifest import iter_artifacts
 
     model, tokens, image, tpl = m["model"], m["tokens"], m["image"], m["template"]
@@ -87,31 +88,12 @@ def describe(m: dict[str, Any], verified: bool = True) -> str:
 
 
 def parity_text(kind: str, validation: dict[str, Any] | None) -> str:
+    """One line of a recorded validation, as the artifact kind describes it."""
     if not validation:
         return "not validated"
-    if kind == "mmproj":
-        from export.mmproj import describe_validation
+    from export.kinds.registry import kind_of
 
-        return describe_validation(validation)
-    if kind == "vision":
-        return (
-            f"cos min {validation['min_cos']:.6f} mean {validation['mean_cos']:.6f}, "
-            f"max abs err {validation['max_abs_err']:.2g}"
-        )
-    verdict, logits, greedy = validation["verdict"], validation["logits"], validation["greedy"]
-    return (
-        f"rel logit err {verdict['relative_logit_error']:.2g}, mean KL {verdict['mean_kl']:.2g}, "
-        f"top-1 {logits['top1_agreement']:.3f}, greedy exact {greedy['exact_match']:.2f}"
-    )
-
-
-def format_size(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KB", "MB"):
-        if size < 1024:
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.2f} GB"
+    return kind_of(kind).describe(validation)
 
 
 def _tokenizer_text(info: dict[str, Any] | None) -> str:
