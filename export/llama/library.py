@@ -7,17 +7,16 @@ WARNING) instead of stderr; the last lines are kept to explain a failed load or 
 from __future__ import annotations
 
 import collections
+import contextlib
 import ctypes
 import logging
 import os
 import threading
-from typing import Any
+from types import TracebackType
+from typing import Any, Self
 
 from export.errors import ExportError
 
-llama_log = logging.getLogger("export.llama_cpp")
-
-_LOG_TAIL: collections.deque[str] = collections.deque(maxlen=30)
 _INIT_LOCK = threading.Lock()
 _STATE: dict[str, Any] = {}
 # ggml log levels: 0 none, 1 info, 2 warn, 3 error, 4 debug, 5 continuation of the previous line
@@ -26,6 +25,57 @@ _GGML_ERROR = 3
 
 class LlamaCppError(ExportError):
     """llama.cpp failed to load a file, make a context or decode a batch."""
+
+
+class LogTail:
+    """A C library's log routed to a Python logger, its last lines kept to explain a failure."""
+
+    def __init__(self, logger_name: str, maxlen: int = 30) -> None:
+        self.logger = logging.getLogger(logger_name)
+        self._lines: collections.deque[str] = collections.deque(maxlen=maxlen)
+
+    def callback(self, lib: Any) -> Any:
+        """A ``llama_log_callback`` that fills this tail (the caller keeps it alive)."""
+
+        @lib.llama_log_callback
+        def _on_log(level: int, text: bytes, _user: Any) -> None:
+            line = text.decode("utf-8", errors="replace").rstrip("\n")
+            if line:
+                self._lines.append(line)
+                self.logger.log(logging.WARNING if level == _GGML_ERROR else logging.DEBUG, "%s", line)
+
+        return _on_log
+
+    def tail(self, n: int = 3) -> str:
+        """The last ``n`` lines logged since :meth:`clear`, error lines first choice."""
+        lines = list(self._lines)
+        errors = [line for line in lines if "error" in line.lower() or "failed" in line.lower()]
+        return " | ".join((errors or lines)[-n:]) or "no details logged"
+
+    def clear(self) -> None:
+        self._lines.clear()
+
+
+_LLAMA_LOG = LogTail("export.llama_cpp")
+
+
+class NativeHandle:
+    """A holder of native resources: ``close()`` frees them; a context manager; freed when collected."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):  # interpreter shutdown
+            self.close()
 
 
 def llama_cpp_module() -> Any:
@@ -40,14 +90,7 @@ def llama_cpp_module() -> Any:
                 "llama-cpp-python is not installed: pip install 'impvlm[export]' (llama-cpp-python==0.3.36)"
             ) from exc
 
-        @llama_cpp.llama_log_callback
-        def _on_log(level: int, text: bytes, _user: Any) -> None:
-            line = text.decode("utf-8", errors="replace").rstrip("\n")
-            if not line:
-                return
-            _LOG_TAIL.append(line)
-            llama_log.log(logging.WARNING if level == _GGML_ERROR else logging.DEBUG, "%s", line)
-
+        _on_log = _LLAMA_LOG.callback(llama_cpp)
         llama_cpp.llama_log_set(_on_log, ctypes.c_void_p(0))
         llama_cpp.llama_backend_init()
         _STATE["callback"] = _on_log  # keep the C callback alive
@@ -57,14 +100,12 @@ def llama_cpp_module() -> Any:
 
 def log_tail(n: int = 3) -> str:
     """The last ``n`` lines llama.cpp logged since :func:`clear_log` (to explain a failure)."""
-    lines = list(_LOG_TAIL)
-    errors = [line for line in lines if "error" in line.lower() or "failed" in line.lower()]
-    return " | ".join((errors or lines)[-n:]) or "no details logged"
+    return _LLAMA_LOG.tail(n)
 
 
 def clear_log() -> None:
     """Forget the log lines kept so far (call before an operation whose failure is to be explained)."""
-    _LOG_TAIL.clear()
+    _LLAMA_LOG.clear()
 
 
 def cpu_extra_buffers_safe() -> bool:

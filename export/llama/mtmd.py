@@ -10,28 +10,22 @@ libmtmd's log output is routed to the ``export.mtmd`` logger at DEBUG level (err
 
 from __future__ import annotations
 
-import collections
-import contextlib
 import ctypes
-import logging
 import threading
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import numpy as np
 
 from export.errors import ExportError
-from export.llama.library import llama_cpp_module
-
-mtmd_log = logging.getLogger("export.mtmd")
+from export.llama.library import LogTail, NativeHandle, llama_cpp_module
 
 #: The upstream defect a CLIP tower runs into (the llava graph appends the class token after the
 #: patches while its inputs assume it first): the file is right, the library computes something else.
 CLS_ORDER_BUG = "ggml-org/llama.cpp#25814"
 _MTMD_LOCK = threading.Lock()
 _MTMD_STATE: dict[str, Any] = {}
-_MTMD_TAIL: collections.deque[str] = collections.deque(maxlen=30)
+_MTMD_LOG = LogTail("export.mtmd")
 
 
 def mtmd_module() -> Any:
@@ -45,13 +39,7 @@ def mtmd_module() -> Any:
         except (ImportError, OSError) as exc:  # pragma: no cover - depends on the build
             raise ExportError(f"llama-cpp-python was built without libmtmd (multimodal): {exc}") from exc
 
-        @lib.llama_log_callback
-        def _on_log(level: int, text: bytes, _user: Any) -> None:
-            line = text.decode("utf-8", errors="replace").rstrip("\n")
-            if line:
-                _MTMD_TAIL.append(line)
-                mtmd_log.log(logging.WARNING if level == 3 else logging.DEBUG, "%s", line)
-
+        _on_log = _MTMD_LOG.callback(lib)
         mtmd_cpp.mtmd_log_set(_on_log, ctypes.c_void_p(0))
         mtmd_cpp.mtmd_helper_log_set(_on_log, ctypes.c_void_p(0))
         _MTMD_STATE["callback"] = _on_log  # keep the C callback alive
@@ -59,13 +47,7 @@ def mtmd_module() -> Any:
         return mtmd_cpp
 
 
-def _mtmd_tail(n: int = 3) -> str:
-    lines = list(_MTMD_TAIL)
-    errors = [line for line in lines if "error" in line.lower() or "failed" in line.lower()]
-    return " | ".join((errors or lines)[-n:]) or "no details logged"
-
-
-class MtmdEncoder:
+class MtmdEncoder(NativeHandle):
     """An mmproj file loaded in libmtmd: RGB images in, projected image embeddings out.
 
     libmtmd needs the text model the embeddings are for (it checks the width against the LM's), so
@@ -93,11 +75,11 @@ class MtmdEncoder:
         params.print_timings = False
         params.n_threads = self.n_threads
         params.warmup = False
-        _MTMD_TAIL.clear()
+        _MTMD_LOG.clear()
         # LlamaSession exposes no public handle of its llama_model; libmtmd borrows it.
         self._ctx = lib.mtmd_init_from_file(str(self.path).encode(), session._model, params)
         if not self._ctx:
-            raise ExportError(f"libmtmd cannot load {self.path}: {_mtmd_tail()}")
+            raise ExportError(f"libmtmd cannot load {self.path}: {_MTMD_LOG.tail()}")
         if not lib.mtmd_support_vision(self._ctx):
             self.close()
             raise ExportError(f"{self.path} has no vision encoder")
@@ -118,15 +100,15 @@ class MtmdEncoder:
         try:
             text = lib.mtmd_input_text(self._marker, len(self._marker), False, True)
             bitmaps = (lib.mtmd_bitmap_p_ctypes * 1)(bitmap)
-            _MTMD_TAIL.clear()
+            _MTMD_LOG.clear()
             rc = lib.mtmd_tokenize(self._ctx, chunks, ctypes.byref(text), bitmaps, 1)
             if rc != 0:
-                raise ExportError(f"mtmd_tokenize failed ({rc}): {_mtmd_tail()}")
+                raise ExportError(f"mtmd_tokenize failed ({rc}): {_MTMD_LOG.tail()}")
             chunk = self._image_chunk(chunks)
             n_tokens = int(lib.mtmd_input_chunk_get_n_tokens(chunk))
             rc = lib.mtmd_encode_chunk(self._ctx, chunk)
             if rc != 0:
-                raise ExportError(f"mtmd_encode_chunk failed ({rc}): {_mtmd_tail()}")
+                raise ExportError(f"mtmd_encode_chunk failed ({rc}): {_MTMD_LOG.tail()}")
             ptr = lib.mtmd_get_output_embd(self._ctx)
             if not ptr:
                 raise ExportError("libmtmd returned no embeddings")
@@ -147,15 +129,3 @@ class MtmdEncoder:
         if self._ctx:
             self._lib.mtmd_free(self._ctx)
             self._ctx = None
-
-    def __enter__(self) -> MtmdEncoder:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        with contextlib.suppress(Exception):  # interpreter shutdown
-            self.close()

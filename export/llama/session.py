@@ -17,10 +17,8 @@ Example (an Imp prompt: text, image features, text)::
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import numpy as np
@@ -28,6 +26,7 @@ import numpy as np
 from export.errors import ExportError
 from export.llama.library import (
     LlamaCppError,
+    NativeHandle,
     clear_log,
     cpu_extra_buffers_safe,
     default_threads,
@@ -41,7 +40,7 @@ CLEANUP_REPLACEMENTS = (
 )  # fmt: skip
 
 
-class LlamaSession:
+class LlamaSession(NativeHandle):
     """A GGUF model loaded in llama.cpp with one sequence's KV cache.
 
     Args:
@@ -310,18 +309,6 @@ class LlamaSession:
         if self._model:
             lib.llama_model_free(self._model)
             self._model = None
-
-    def __enter__(self) -> LlamaSession:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        with contextlib.suppress(Exception):  # interpreter shutdown
-            self.close()
 
 
 class _BatchView:
