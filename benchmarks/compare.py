@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.base import BenchmarkDataError
+from benchmarks.report import table_head
 from benchmarks.run_inputs import RESULTS_FILE, RUN_FILE
 from benchmarks.runner import SAMPLES
 from benchmarks.verdict import DROPS, HOLDS, NOT_DECIDED, POINT_SCALE, decide, overall, paired_evidence
@@ -327,11 +328,8 @@ def _fmt(value: Any, digits: int = 2) -> str:
 
 def verdict_table(report: dict[str, Any]) -> str:
     """One row per candidate x benchmark: headline, delta, agreement, drop bounds, verdict; then why."""
-    lines = [
-        f"reference: {report['reference']['label']}",
-        "| candidate | benchmark | reference | candidate | delta | agreement % | drop bounds (pt) | margin (pt) | verdict |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
+    head = "candidate | benchmark | reference | candidate | delta | agreement % | drop bounds (pt) | margin (pt) | verdict"
+    lines = [f"reference: {report['reference']['label']}", *table_head(head)]
     reasons = []
     for cand in report["candidates"]:
         tl = cand.get("token_level")

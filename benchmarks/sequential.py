@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.base import Question, get_benchmark, write_json
+from benchmarks.report import table_head
 from benchmarks.runner import (
     SAMPLES,
     AnswerLog,
@@ -176,8 +177,7 @@ def check_markdown(report: dict[str, Any]) -> str:
     """The verdict table: how many questions each verdict needed, and why."""
     lines = [
         f"reference: {report['reference']}; candidate: {report['candidate']}",
-        "| benchmark | verdict | questions asked | of | looks | drop bounds (pt) | margin (pt) |",
-        "|---|---|---|---|---|---|---|",
+        *table_head("benchmark | verdict | questions asked | of | looks | drop bounds (pt) | margin (pt)"),
     ]
     reasons = []
     for r in report["rows"]:
