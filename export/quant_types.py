@@ -120,14 +120,6 @@ class QuantType:
         """The benchmark accuracy this type may lose (:func:`accuracy_margin` of its class)."""
         return accuracy_margin(self.near_lossless)
 
-    @property
-    def lm_gate(self) -> LMGate:
-        return _tier(LM_GATES, self.bits)
-
-    @property
-    def mmproj_gate(self) -> MmprojGate:
-        return _tier(MMPROJ_GATES, self.bits)
-
 
 def _tier(tiers: tuple[tuple[int, G], ...], bits: int) -> G:
     return next(gate for minimum, gate in tiers if bits >= minimum)
