@@ -50,8 +50,7 @@ def run(args: argparse.Namespace) -> int:
 
 def describe(m: dict[str, Any], verified: bool = True) -> str:
     """The manifest in human form."""
-    from export.commands import format_size
-    from export.manifest import iter_artifacts
+    from export.commands import artifact_lines, format_size
 
     model, tokens, image, tpl = m["model"], m["tokens"], m["image"], m["template"]
     src = m["source"]
@@ -72,28 +71,14 @@ def describe(m: dict[str, Any], verified: bool = True) -> str:
         f"mean {_floats(image['mean'])}, std {_floats(image['std'])}",
         f"tokenizer  {m['tokenizer']}/{_tokenizer_text(m.get('tokenizer_info'))}",
         "artifacts",
+        *artifact_lines(m),
     ]
     files = m["files"]
-    for kind, precision, entry in iter_artifacts(m):
-        size = sum(files[f]["bytes"] for f in [entry["file"], *entry.get("extra_files", [])])
-        lines.append(
-            f"  {kind:6} {precision:7} {entry['file']:32} {format_size(size):>9}  "
-            f"{parity_text(kind, entry.get('validation'))}"
-        )
     total = sum(f["bytes"] for f in files.values())
     lines.append(f"files      {len(files)}, {format_size(total)}")
     tools = ", ".join(f"{k} {v}" for k, v in m["tools"].items() if v)
     lines.append(f"tools      {tools}")
     return "\n".join(lines)
-
-
-def parity_text(kind: str, validation: dict[str, Any] | None) -> str:
-    """One line of a recorded validation, as the artifact kind describes it."""
-    if not validation:
-        return "not validated"
-    from export.kinds.registry import kind_of
-
-    return kind_of(kind).describe(validation)
 
 
 def _tokenizer_text(info: dict[str, Any] | None) -> str:
