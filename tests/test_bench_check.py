@@ -17,17 +17,9 @@ def suite(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def other_checkpoint(tmp_path_factory, synthetic_world):
+def other_checkpoint(make_tiny_checkpoint):
     """Another tiny random model: a candidate that answers differently."""
-    import torch
-
-    from impvlm import ImpForCausalLM, build_config
-    from impvlm.checkpoint import save_checkpoint
-
-    _, tokenizer = synthetic_world
-    torch.manual_seed(1)
-    model = ImpForCausalLM(build_config("imp-tiny", tokenizer=tokenizer)).eval()
-    return save_checkpoint(model, tokenizer, tmp_path_factory.mktemp("other") / "tiny")
+    return make_tiny_checkpoint(1, "other")
 
 
 def test_looks_double_up_to_the_cap():

@@ -6,17 +6,15 @@ says ``<image>``), and it chats the same answer."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 
 import pytest
 import torch
+from cli_run import imp
 from upstream_configs import ENDOFTEXT, EOS, VOCAB_SIZE
-from upstream_layouts import build_layouts, write_images
+from upstream_layouts import write_images
 
 from impvlm.checkpoint import load_model, read_checkpoint
-from impvlm.cli import main
 from impvlm.errors import ConfigError
 from impvlm.templates import IMAGE_SENTINEL
 from impvlm.tokenizer import image_token_id, load_tokenizer, single_token_id
@@ -27,20 +25,8 @@ QUESTION = "What colour is the shape?"
 
 
 @pytest.fixture(scope="module")
-def layouts(tmp_path_factory):
-    return build_layouts(tmp_path_factory.mktemp("upstream"))
-
-
-@pytest.fixture(scope="module")
 def image(tmp_path_factory):
     return write_images(tmp_path_factory.mktemp("pictures"))[0]
-
-
-def imp(*argv: object) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        status = main([str(a) for a in argv])
-    return status, out.getvalue(), err.getvalue()
 
 
 def chat(model: object, image: object, *options: object) -> str:
