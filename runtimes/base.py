@@ -19,10 +19,8 @@ Example::
 
 from __future__ import annotations
 
-import hashlib
 import time
 from abc import ABC, abstractmethod
-from collections import OrderedDict
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +30,7 @@ import numpy as np
 from impvlm.errors import DataError, ImpError
 from impvlm.image_processing import DEFAULT_MAX_IMAGE_PIXELS, ImageInput, ImageProcessor, load_image
 from impvlm.templates import IMAGE_TOKEN, Template, Turn
+from runtimes.features import FeatureCache
 from runtimes.generation import Answer, Generation, Timings, peak_rss_mb
 from runtimes.sampling import SamplingConfig, sample_next
 
@@ -68,7 +67,7 @@ class Runtime(ABC):
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS  # larger image files are refused before decoding
 
     def __init__(self) -> None:
-        self._features: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._features = FeatureCache(self.feature_cache_size)
         self._cached_keys: list[Any] = []  # what the backend's KV cache holds, one key per position
 
     # ------------------------------------------------------------------ backend hooks
@@ -137,22 +136,11 @@ class Runtime(ABC):
     def encode_images(self, images: Sequence[ImageInput]) -> np.ndarray:
         """Projected image features ``(B, N, D)``, computed once per distinct image."""
         pixels = self.image_processor.batch(self.open_images(images))
-        return np.stack([self._features_for(p)[1] for p in pixels]) if len(pixels) else pixels
-
-    def _features_for(self, pixels: np.ndarray) -> tuple[str, np.ndarray, bool]:
-        """Cached features of one image, keyed on shape + bytes (the `native` runtime sees raw images of
-        any size, and a 32x64 and a 64x32 image of one colour have the same bytes)."""
-        digest = hashlib.sha1(np.asarray(pixels.shape, dtype=np.int64).tobytes())
-        digest.update(pixels.tobytes())
-        key = digest.hexdigest()
-        if key in self._features:
-            self._features.move_to_end(key)
-            return key, self._features[key], False
-        feats = self._encode_pixels(pixels[None])[0]
-        self._features[key] = feats
-        while len(self._features) > self.feature_cache_size:
-            self._features.popitem(last=False)
-        return key, feats, True
+        return (
+            np.stack([self._features.get(p, self._encode_pixels)[1] for p in pixels])
+            if len(pixels)
+            else pixels
+        )
 
     def render(self, prompt: str | Sequence[Turn], n_images: int) -> str:
         """The template text for a prompt (one user turn) or a whole conversation."""
@@ -344,7 +332,7 @@ class Runtime(ABC):
         features: list[np.ndarray] = []
         image_keys: list[str] = []
         for p in self.image_processor.batch(self.open_images(images)):
-            key, feats, fresh = self._features_for(p)
+            key, feats, fresh = self._features.get(p, self._encode_pixels)
             image_keys.append(key)
             features.append(feats)
             timings.images_encoded += int(fresh)
