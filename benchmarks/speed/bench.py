@@ -13,7 +13,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -27,7 +27,7 @@ from impvlm.errors import ConfigError
 if TYPE_CHECKING:
     from benchmarks.speed.model import PreparedModel
     from benchmarks.speed.protocol import WorkerSpec
-    from export.manifest import Artifact, Manifest
+    from export.manifest import Manifest
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +108,7 @@ class Job(NamedTuple):
 
 def measure_preset(config: SpeedConfig, out: Path) -> dict[str, Any]:
     """Prepare (or reuse) the model and bundle of ``config``, then run every worker."""
+    from benchmarks.speed.measured import BundleFacts
     from benchmarks.speed.model import prepare_model
     from export.manifest import read_manifest
 
@@ -118,7 +119,7 @@ def measure_preset(config: SpeedConfig, out: Path) -> dict[str, Any]:
     raw: dict[str, Any] = {
         "config": config.to_dict(),
         "prepared": prepared.to_dict(),
-        "manifest": _manifest_facts(manifest),
+        "manifest": BundleFacts.of(manifest).to_dict(),
         "workload": {"images": list(spec.images), "questions": list(spec.questions)},
         "torch": None,
         "exported": {},
@@ -205,25 +206,3 @@ def run_job(job: Job, raw: dict[str, Any], config: SpeedConfig, prefix: str) -> 
             target = target[key]
         target[where[-1]] = result.to_dict() if isinstance(result, Record) else result
     log.info("%s %s done in %.1fs", prefix, label, time.perf_counter() - t0)
-
-
-def _manifest_facts(manifest: Manifest) -> dict[str, Any]:
-    """What the report needs from the bundle manifest: model, files, export and quantize times."""
-
-    def artifact(entry: Artifact) -> dict[str, Any]:
-        names = [entry.file, *entry.extra_files]
-        return {
-            "file": entry.file,
-            "bytes": sum(manifest.files[n].bytes for n in names),
-            "export_seconds": entry.export_seconds,
-            "details": entry.details,
-        }
-
-    return {
-        "model": asdict(manifest.model),
-        "created": manifest.created,
-        "timings": manifest.timings,
-        "vision": {k: artifact(v) for k, v in manifest.vision.items()},
-        "lm": {k: artifact(v) for k, v in manifest.lm.items()},
-        "tools": manifest.tools,
-    }
