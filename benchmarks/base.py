@@ -16,6 +16,7 @@ import json
 import math
 import os
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -287,6 +288,23 @@ def write_json(path: Path, obj: Any, indent: int | None = None) -> Path:
     return path
 
 
+def _answer_lines(path: Path) -> Iterator[tuple[str, str] | None]:
+    """``(question id as a string, answer text)`` per non-blank line of a LLaVA-style answer JSONL,
+    ``None`` for a line that is not a JSON record with a question id and a text."""
+    path = require_file(path, "answer file")
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                key, text = str(record["question_id"]), record["text"]
+            except (json.JSONDecodeError, KeyError, TypeError):
+                yield None
+                continue
+            yield key, "" if text is None else str(text)
+
+
 def load_answer_file(path: Path) -> tuple[dict[str, str], int]:
     """Read a LLaVA-style answer JSONL (``{"question_id", "text", ...}`` per line).
 
@@ -294,21 +312,13 @@ def load_answer_file(path: Path) -> tuple[dict[str, str], int]:
     counted and skipped, as LLaVA's submission converters do. Question ids are stringified; a later
     line overrides an earlier one with the same id.
     """
-    path = require_file(path, "answer file")
     answers: dict[str, str] = {}
     bad = 0
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                qid = record["question_id"]
-                text = record["text"]
-            except (json.JSONDecodeError, KeyError, TypeError):
-                bad += 1
-                continue
-            answers[str(qid)] = "" if text is None else str(text)
+    for parsed in _answer_lines(path):
+        if parsed is None:
+            bad += 1
+        else:
+            answers[parsed[0]] = parsed[1]
     return answers, bad
 
 
@@ -319,28 +329,22 @@ def map_llava_answers(path: Path, questions: list[Question]) -> tuple[dict[str, 
     k-th answer with an id goes to ``"<id>#<k>"`` when that qid exists, else to ``"<id>"``. Returns
     ``(answers, n_skipped)``, counting unparsable lines and ids matching no question.
     """
-    path = require_file(path, "answer file")
     qids = {q.qid for q in questions}
     answers: dict[str, str] = {}
     seen: dict[str, int] = {}
     skipped = 0
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                key, text = str(record["question_id"]), record["text"]
-            except (json.JSONDecodeError, KeyError, TypeError):
-                skipped += 1
-                continue
-            k = seen.get(key, 0)
-            seen[key] = k + 1
-            qid = f"{key}#{k}" if f"{key}#{k}" in qids else key
-            if qid not in qids:
-                skipped += 1
-                continue
-            answers[qid] = "" if text is None else str(text)
+    for parsed in _answer_lines(path):
+        if parsed is None:
+            skipped += 1
+            continue
+        key, text = parsed
+        k = seen.get(key, 0)
+        seen[key] = k + 1
+        qid = f"{key}#{k}" if f"{key}#{k}" in qids else key
+        if qid not in qids:
+            skipped += 1
+            continue
+        answers[qid] = text
     return answers, skipped
 
 
