@@ -18,6 +18,7 @@ predicted "yes" the precision is 0 (the official script divides by zero there).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -100,11 +101,7 @@ class POPE(Benchmark):
                 raise BenchmarkDataError(f"question {q.qid} in {path} has unknown category {q.category!r}")
             index = position.get(q.category, 0)
             position[q.category] = index + 1
-            out.append(
-                Question(
-                    q.qid, q.image, q.text, q.max_new_tokens, q.category, {**q.meta, "label_index": index}
-                )
-            )
+            out.append(replace(q, meta={**q.meta, "label_index": index}))
         return out
 
     def image_dir(self, root: Path) -> Path:
