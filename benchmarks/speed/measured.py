@@ -116,3 +116,4 @@ class Measured(Record):
     memory_probes: dict[str, Any] | None
     errors: list[dict[str, str]]
     seconds: float | None = None
+    mix: dict[str, Any] = field(default_factory=dict)  # question-mix runs by mode (benchmarks.speed.mix)
