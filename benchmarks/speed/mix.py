@@ -46,6 +46,10 @@ MIX_HEADERS = (
     "runtime", "questions/min", "vs PyTorch", "vs libmtmd reuse", "first TTFT s",
     "later same-image TTFT s", "first / later", "peak RSS MB", "answered / questions",
 )  # fmt: skip
+MEMORY_HEADERS = (
+    "runtime", "RSS before open (imports)", "open adds", "peak RSS", "n_ctx", "KV cache MiB",
+    "compute buffers MiB", "repacked weights MiB",
+)  # fmt: skip
 MODE_LABELS = {
     "torch": "PyTorch fp32, one question at a time (upstream)",
     "native-one": "llama.cpp libmtmd, one question at a time",
@@ -101,6 +105,9 @@ class MixRun(Record):
     first_ttft_s: Summary
     later_ttft_s: Summary
     peak_rss_mb: float
+    baseline_rss_mb: float | None = None  # the process before the runtime exists (imports)
+    loaded_rss_mb: float | None = None  # right after the runtime is open
+    llama_context: dict[str, Any] | None = None  # what llama.cpp's log says it allocated
 
 
 def _one_at_a_time(rt: Any, image: str, questions: Sequence[str], n: int, tokens: int, reuse: bool) -> tuple:
@@ -197,16 +204,26 @@ def measure_mix(
     then the mix on one new photo per group."""
     if len(spec.images) < len(groups) + 1:
         raise ConfigError(f"the mix needs {len(groups) + 1} photos, the workload has {len(spec.images)}")
-    rt = open_mode(spec, mode, lm, vision, mmproj)
+    from dataclasses import replace
+
+    from benchmarks.speed.bare import LlamaLogGrep
+    from benchmarks.speed.protocol import current_rss_mb
+
+    baseline = current_rss_mb()
+    with LlamaLogGrep() as grep:
+        rt = open_mode(spec, mode, lm, vision, mmproj)
+    loaded = current_rss_mb()
     try:
         warm = spec.images[len(groups)]
         rt.generate(
             [warm], spec.question(0), max_new_tokens=spec.answer_tokens, reuse=False, ignore_stop=True
         )
         images = spec.images[: len(groups)]
-        return run_mix(rt, mode, images, spec.questions, groups, spec.answer_tokens, sample)
+        run = run_mix(rt, mode, images, spec.questions, groups, spec.answer_tokens, sample)
     finally:
         rt.close()
+    context = dict(grep.found) or None
+    return replace(run, baseline_rss_mb=baseline, loaded_rss_mb=loaded, llama_context=context)
 
 
 # ---------------------------------------------------------------------------------------- report
@@ -249,7 +266,27 @@ def mix_markdown(raw: dict[str, Any]) -> list[str]:
         "",
         "One-at-a-time runtimes answer a sample of each photo's questions; the rest of the group is "
         "extrapolated from them (first question, then the mean of the later ones).",
+        "",
+        table(MEMORY_HEADERS, [_memory_row(mode, r) for mode, r in runs.items()]),
+        "",
+        "RSS in MB (each way in its own process); llama.cpp buffers in MiB as its log reports them "
+        "(weights read into memory, KV cache of n_ctx positions, compute buffers); what the runtime adds "
+        "at open beyond llama.cpp's buffers is the vision side (ONNX Runtime session, mmproj or PyTorch).",
     ]
+
+
+def _memory_row(mode: str, r: MixRun) -> list[str]:
+    from benchmarks.speed.text import fmt
+
+    c = r.llama_context or {}
+    opened = (
+        None if r.loaded_rss_mb is None or r.baseline_rss_mb is None else r.loaded_rss_mb - r.baseline_rss_mb
+    )
+    return [
+        MODE_LABELS[mode], fmt(r.baseline_rss_mb, 0), fmt(opened, 0), fmt(r.peak_rss_mb, 0),
+        fmt(c.get("n_ctx"), 0), fmt(c.get("kv_buffer_mib"), 0), fmt(c.get("compute_buffer_mib"), 0),
+        fmt(c.get("repack_mib"), 0),
+    ]  # fmt: skip
 
 
 def mix_verdicts(raw: dict[str, Any], lm_parameters: int | None) -> list[Any]:
