@@ -129,6 +129,7 @@ def measure_preset(config: SpeedConfig, out: Path) -> dict[str, Any]:
         "memory_probes": None,
         "errors": [],
         "mix": {},
+        "matmul": None,
     }
     jobs = [] if config.mix_only else preset_jobs(config, spec, manifest)
     jobs += mix_jobs(config, spec, manifest, raw)
@@ -191,6 +192,7 @@ def preset_jobs(config: SpeedConfig, spec: WorkerSpec, manifest: Manifest) -> li
 
 def mix_jobs(config: SpeedConfig, spec: WorkerSpec, manifest: Manifest, raw: dict[str, Any]) -> list[Job]:
     """The question mix answered each way (:mod:`benchmarks.speed.mix`); records the mix in ``raw``."""
+    from benchmarks.speed.machine import matmul_peak
     from benchmarks.speed.mix import default_eval_root, measure_mix, mix_groups, questions_per_image
 
     try:
@@ -210,7 +212,8 @@ def mix_jobs(config: SpeedConfig, spec: WorkerSpec, manifest: Manifest, raw: dic
         )
     mmproj = next(iter(manifest.mmproj), "")
     args = (groups, config.deploy_lm, config.deploy_vision, mmproj, config.mix_sample)
-    return [Job(f"question mix, {m}", measure_mix, (spec, m, *args), ("mix", m)) for m in modes]
+    jobs = [Job(f"question mix, {m}", measure_mix, (spec, m, *args), ("mix", m)) for m in modes]
+    return [*jobs, Job("matmul peak", matmul_peak, (config.threads,), ("matmul",))]
 
 
 def run_job(job: Job, raw: dict[str, Any], config: SpeedConfig, prefix: str) -> None:

@@ -42,14 +42,6 @@ MIX_FILES: dict[str, str] = {
     "textvqa": "textvqa/llava_textvqa_val_v051_ocr.jsonl",
 }
 MODES = ("torch", "native-one", "native-reuse", "engine")
-MIX_HEADERS = (
-    "runtime", "questions/min", "vs PyTorch", "vs libmtmd reuse", "first TTFT s",
-    "later same-image TTFT s", "first / later", "peak RSS MB", "answered / questions",
-)  # fmt: skip
-MEMORY_HEADERS = (
-    "runtime", "RSS before open (imports)", "open adds", "peak RSS", "n_ctx", "KV cache MiB",
-    "compute buffers MiB", "repacked weights MiB",
-)  # fmt: skip
 MODE_LABELS = {
     "torch": "PyTorch fp32, one question at a time (upstream)",
     "native-one": "llama.cpp libmtmd, one question at a time",
@@ -105,6 +97,7 @@ class MixRun(Record):
     first_ttft_s: Summary
     later_ttft_s: Summary
     peak_rss_mb: float
+    warm: dict[str, Any] | None = None  # the warm-up first answer's timings (prefill / decode rates)
     baseline_rss_mb: float | None = None  # the process before the runtime exists (imports)
     loaded_rss_mb: float | None = None  # right after the runtime is open
     llama_context: dict[str, Any] | None = None  # what llama.cpp's log says it allocated
@@ -207,7 +200,7 @@ def measure_mix(
     from dataclasses import replace
 
     from benchmarks.speed.bare import LlamaLogGrep
-    from benchmarks.speed.protocol import current_rss_mb
+    from benchmarks.speed.protocol import current_rss_mb, generation_record
 
     baseline = current_rss_mb()
     with LlamaLogGrep() as grep:
@@ -215,7 +208,7 @@ def measure_mix(
     loaded = current_rss_mb()
     try:
         warm = spec.images[len(groups)]
-        rt.generate(
+        first = rt.generate(
             [warm], spec.question(0), max_new_tokens=spec.answer_tokens, reuse=False, ignore_stop=True
         )
         images = spec.images[: len(groups)]
@@ -223,102 +216,10 @@ def measure_mix(
     finally:
         rt.close()
     context = dict(grep.found) or None
-    return replace(run, baseline_rss_mb=baseline, loaded_rss_mb=loaded, llama_context=context)
-
-
-# ---------------------------------------------------------------------------------------- report
-def mix_runs(raw: dict[str, Any]) -> dict[str, MixRun]:
-    """The mix runs of one preset's ``raw`` measurements, by mode."""
-    return {mode: MixRun.from_dict(run) for mode, run in (raw.get("mix") or {}).items()}
-
-
-def _ratio(a: float | None, b: float | None) -> float | None:
-    return a / b if a and b else None
-
-
-def mix_markdown(raw: dict[str, Any]) -> list[str]:
-    """The question-mix table of one preset (nothing when the mix was not measured)."""
-    from benchmarks.speed.text import fmt, table
-
-    runs = mix_runs(raw)
-    if not runs:
-        return []
-    base = {m: r.questions_per_minute for m, r in runs.items()}
-    rows = []
-    for mode, r in runs.items():
-        first, later = r.first_ttft_s.median, r.later_ttft_s.median
-        rows.append([
-            MODE_LABELS[mode], fmt(r.questions_per_minute, 2),
-            fmt(_ratio(r.questions_per_minute, base.get("torch")), 2, "x"),
-            fmt(_ratio(r.questions_per_minute, base.get("native-reuse")), 2, "x"),
-            fmt(first, 2), fmt(later, 3), fmt(_ratio(first, later), 1, "x"),
-            fmt(r.peak_rss_mb, 0), f"{r.answered} / {r.questions}",
-        ])  # fmt: skip
-    some = next(iter(runs.values()))
-    mix = ", ".join(f"{name} {n}" for name, n, *_ in some.groups)
-    return [
-        "",
-        "### Benchmark throughput on the real question mix",
-        "",
-        f"One photo per benchmark with its mean question count from the real question files ({mix}).",
-        "",
-        table(MIX_HEADERS, rows),
-        "",
-        "One-at-a-time runtimes answer a sample of each photo's questions; the rest of the group is "
-        "extrapolated from them (first question, then the mean of the later ones).",
-        "",
-        table(MEMORY_HEADERS, [_memory_row(mode, r) for mode, r in runs.items()]),
-        "",
-        "RSS in MB (each way in its own process); llama.cpp buffers in MiB as its log reports them "
-        "(weights read into memory, KV cache of n_ctx positions, compute buffers); what the runtime adds "
-        "at open beyond llama.cpp's buffers is the vision side (ONNX Runtime session, mmproj or PyTorch).",
-    ]
-
-
-def _memory_row(mode: str, r: MixRun) -> list[str]:
-    from benchmarks.speed.text import fmt
-
-    c = r.llama_context or {}
-    opened = (
-        None if r.loaded_rss_mb is None or r.baseline_rss_mb is None else r.loaded_rss_mb - r.baseline_rss_mb
+    return replace(
+        run,
+        warm=generation_record(first),
+        baseline_rss_mb=baseline,
+        loaded_rss_mb=loaded,
+        llama_context=context,
     )
-    return [
-        MODE_LABELS[mode], fmt(r.baseline_rss_mb, 0), fmt(opened, 0), fmt(r.peak_rss_mb, 0),
-        fmt(c.get("n_ctx"), 0), fmt(c.get("kv_buffer_mib"), 0), fmt(c.get("compute_buffer_mib"), 0),
-        fmt(c.get("repack_mib"), 0),
-    ]  # fmt: skip
-
-
-def mix_verdicts(raw: dict[str, Any], lm_parameters: int | None) -> list[Any]:
-    """The engine against both peers, its TTFT ratio and its peak RSS (3B only)."""
-    from benchmarks.speed.targets import RSS_TARGET_MIN_PARAMS, verdict
-
-    runs = mix_runs(raw)
-    engine = runs.get("engine")
-    if engine is None:
-        return []
-    out = []
-    for key, peer in (("mix_vs_torch", "torch"), ("mix_vs_llamacpp", "native-reuse")):
-        other = runs.get(peer)
-        value = _ratio(engine.questions_per_minute, other.questions_per_minute if other else None)
-        text = f"{value or 0:.2f}x ({engine.questions_per_minute:.2f} vs {other.questions_per_minute if other else 0:.2f} q/min)"
-        why = (
-            f"{MODE_LABELS[peer]}: first TTFT {other.first_ttft_s.median or 0:.2f}s, later "
-            f"{other.later_ttft_s.median or 0:.2f}s"
-            if other
-            else ""
-        )
-        out.append(verdict(key, value, text, why))
-    first, later = engine.first_ttft_s.median, engine.later_ttft_s.median
-    ratio = _ratio(first, later)
-    why = (
-        f"a first question's TTFT ({first or 0:.2f}s) encodes its image and prefills its prefix; a later "
-        f"one's ({later or 0:.3f}s) prefills its own tokens on the cached prefix and decodes its first"
-    )
-    out.append(verdict("mix_ttft", ratio, f"{ratio or 0:.1f}x ({first or 0:.2f}s -> {later or 0:.3f}s)", why))
-    applies = (lm_parameters or 0) >= RSS_TARGET_MIN_PARAMS
-    n_ctx = engine.runtime.get("context_length")
-    rss_text = f"{engine.peak_rss_mb:.0f} MB (n_ctx {n_ctx})"
-    why = f"weights, the KV cache of {n_ctx} positions and compute buffers: see the peak memory table"
-    out.append(verdict("mix_rss", engine.peak_rss_mb, rss_text, why, applies=applies))
-    return out

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from benchmarks.speed.config import TARGETS, SpeedConfig
 from benchmarks.speed.memory import rss_breakdown, vision_growth
-from benchmarks.speed.mix import mix_verdicts
+from benchmarks.speed.mix_report import mix_verdicts
 from benchmarks.speed.rows import LatencyRow, LmRow, PresetReport, Verdict, VisionRow
 from benchmarks.speed.stats import breakdown, largest_stage
 from benchmarks.speed.timing import deploy_key
