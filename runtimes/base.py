@@ -211,6 +211,7 @@ class Runtime(ABC):
         max_new_tokens: int = 128,
         stop: Sequence[str] | None = None,
         max_batch: int | None = None,
+        ignore_stop: bool = False,
     ) -> list[Generation]:
         """Greedy answers to several prompts about the same images, decoded together.
 
@@ -221,6 +222,7 @@ class Runtime(ABC):
         :meth:`batch_capacity`). The answers are those of ``generate``, one prompt at a time; that is
         also how a backend without batch hooks answers, and prompts that share no prefix or have
         images outside it. Each answer's timings hold its share of the time (``batch_size``).
+        ``ignore_stop`` decodes every answer to ``max_new_tokens`` (as in :meth:`generate`).
         """
         start = time.perf_counter()
         shared = Timings()
@@ -228,7 +230,9 @@ class Runtime(ABC):
         keys = [k for _, k in plans]
         prefix = min(_common_prefix(*keys), min(map(len, keys)) - 1) if len(keys) > 1 else 0
         if not self.batched or prefix < 1 or any(not isinstance(k, int) for ks in keys for k in ks[prefix:]):
-            return [self.generate(images, p, max_new_tokens, stop=stop) for p in prompts]
+            return [
+                self.generate(images, p, max_new_tokens, stop=stop, ignore_stop=ignore_stop) for p in prompts
+            ]
         self._fill(plans[0][0], features, keys[0], prefix, True, shared)
         limits = [min(max_new_tokens, self.context_length - len(k)) for k in keys]
         size = max_batch or self.batch_capacity(
@@ -238,7 +242,9 @@ class Runtime(ABC):
         out: list[Generation] = []
         for i in range(0, len(keys), size):
             suffixes = [k[prefix:] for k in keys[i : i + size]]
-            out += self._decode_together(suffixes, limits[i : i + size], stop or (), start, prefix)
+            out += self._decode_together(
+                suffixes, limits[i : i + size], stop or (), start, prefix, ignore_stop
+            )
         first = out[0].timings
         for name in ("image_encode_s", "images_encoded", "prefill_tokens", "prefill_s", "total_s"):
             setattr(first, name, getattr(first, name) + getattr(shared, name))
@@ -246,11 +252,17 @@ class Runtime(ABC):
         return out
 
     def _decode_together(
-        self, suffixes: list[list[int]], limits: list[int], stop: Sequence[str], start: float, prefix: int
+        self,
+        suffixes: list[list[int]],
+        limits: list[int],
+        stop: Sequence[str],
+        start: float,
+        prefix: int,
+        ignore_stop: bool = False,
     ) -> list[Generation]:
         """Prefill ``suffixes`` on copies of the cached prefix in one batch and decode them together."""
         n = len(suffixes)
-        answers = [Answer(self.detokenize, self.stop_ids, stop, limit) for limit in limits]
+        answers = [Answer(self.detokenize, self.stop_ids, stop, limit, ignore_stop) for limit in limits]
         ttft = [0.0] * n
         t0 = time.perf_counter()
         self._fork(n)

@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 
 FORMAT = "impvlm-speed"
 FORMAT_VERSION = 1
+#: photos the workload needs at least: one per benchmark of the question mix and a warm-up one
+MIX_PHOTOS = 5
 
 
 def run_speed_benchmark(
@@ -127,8 +129,11 @@ def measure_preset(config: SpeedConfig, out: Path) -> dict[str, Any]:
         "profiles": {},
         "memory_probes": None,
         "errors": [],
+        "mix": {},
+        "matmul": None,
     }
-    jobs = preset_jobs(config, spec, manifest)
+    jobs = [] if config.mix_only else preset_jobs(config, spec, manifest)
+    jobs += mix_jobs(config, spec, manifest, raw)
     for i, job in enumerate(jobs, 1):
         run_job(job, raw, config, f"[{config.preset} {i}/{len(jobs)}]")
     raw["seconds"] = round(time.perf_counter() - started, 1)
@@ -140,7 +145,7 @@ def worker_spec(config: SpeedConfig, prepared: PreparedModel, out: Path) -> Work
     from benchmarks.speed.protocol import WorkerSpec
     from benchmarks.speed.workload import make_workload
 
-    n_images = max(config.images, config.warmup + config.runs, 2)
+    n_images = max(config.images, config.warmup + config.runs, MIX_PHOTOS)
     workload = make_workload(out / "work" / "images", n_images, seed=config.seed)
     return WorkerSpec(
         checkpoint=str(prepared.checkpoint),
@@ -184,6 +189,32 @@ def preset_jobs(config: SpeedConfig, spec: WorkerSpec, manifest: Manifest) -> li
     probes = Job("memory probes", measure_memory_probes, (config, spec, manifest), ("memory_probes",), False)
     jobs.append(probes)
     return jobs
+
+
+def mix_jobs(config: SpeedConfig, spec: WorkerSpec, manifest: Manifest, raw: dict[str, Any]) -> list[Job]:
+    """The question mix answered each way (:mod:`benchmarks.speed.mix`); records the mix in ``raw``."""
+    from benchmarks.speed.machine import matmul_peak
+    from benchmarks.speed.mix import default_eval_root, measure_mix, mix_groups, questions_per_image
+
+    try:
+        per_image = questions_per_image(default_eval_root())
+    except ConfigError as exc:
+        raw["errors"].append({"task": "question mix", "error": str(exc)})
+        return []
+    groups = mix_groups(per_image)
+    raw["workload"]["mix"] = {"questions_per_image": per_image, "groups": groups}
+    modes = [
+        m for m in ("torch", "native-one", "native-reuse", "engine") if m != "torch" or config.measure_torch
+    ]
+    if not manifest.mmproj:
+        modes = [m for m in modes if not m.startswith("native")]
+        raw["errors"].append(
+            {"task": "question mix", "error": "the bundle has no mmproj: libmtmd not measured"}
+        )
+    mmproj = next(iter(manifest.mmproj), "")
+    args = (groups, config.deploy_lm, config.deploy_vision, mmproj, config.mix_sample)
+    jobs = [Job(f"question mix, {m}", measure_mix, (spec, m, *args), ("mix", m)) for m in modes]
+    return [*jobs, Job("matmul peak", matmul_peak, (config.threads,), ("matmul",))]
 
 
 def run_job(job: Job, raw: dict[str, Any], config: SpeedConfig, prefix: str) -> None:

@@ -154,3 +154,5 @@ class Measured(Record):
     memory_probes: dict[str, Any] | None
     errors: list[dict[str, str]]
     seconds: float | None = None
+    mix: dict[str, Any] = field(default_factory=dict)  # question-mix runs by mode (benchmarks.speed.mix)
+    matmul: dict[str, Any] | None = None  # float32 matmul peak at the run's threads

@@ -101,6 +101,7 @@ def prepare_model(config: SpeedConfig) -> PreparedModel:
             config.vision,
             config.validate_export,
             config.threads,
+            config.mmproj,
         )
         exported_now = True
     else:
@@ -173,12 +174,20 @@ def export_model(
     vision: tuple[str, ...],
     validate: bool,
     threads: int,
+    mmproj: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    """``export_bundle`` in a child process; returns the manifest's timings."""
+    """``export_bundle`` in a child process (with the mmproj llama.cpp's own multimodal path reads);
+    returns the manifest's timings."""
     from export.bundle import export_bundle
 
     manifest = export_bundle(
-        checkpoint, bundle, gguf=list(quants), onnx=list(vision), validate=validate, threads=threads
+        checkpoint,
+        bundle,
+        gguf=list(quants),
+        onnx=list(vision),
+        validate=validate,
+        threads=threads,
+        mmproj=list(mmproj),
     )
     return dict(manifest.timings)
 
