@@ -35,6 +35,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "benchmarks.commands.compare",
         "compare runs across runtimes and quants: deltas, agreement, verdict",
     ),
+    "check": (
+        "benchmarks.commands.check",
+        "does accuracy hold? answer both runtimes in a seeded order until each verdict is decided",
+    ),
     "bench-speed": (
         "benchmarks.commands.bench_speed",
         "speed and memory of PyTorch vs the exported runtime, per quant",

@@ -28,6 +28,9 @@ from impvlm.errors import ConfigError, DataError
 IMAGE_SENTINEL = -200
 IGNORE_INDEX = -100
 Role = Literal["user", "assistant"]
+Style = Literal["two", "plain"]
+#: How a template lays a conversation out (see :class:`Template`).
+TEMPLATE_STYLES: tuple[Style, ...] = ("two", "plain")
 
 PHI2_SYSTEM = (
     "A chat between a curious user and an artificial intelligence assistant. "
@@ -56,7 +59,7 @@ class Template:
     """
 
     name: str
-    style: Literal["two", "plain"]
+    style: Style
     system: str
     roles: tuple[str, str]
     sep: str

@@ -50,7 +50,7 @@ def bundle(tiny_checkpoint, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def image_root(tmp_path_factory):
-    from export.mmproj import validation_images
+    from export.mmproj_validate import validation_images
     from impvlm import build_config
 
     root = tmp_path_factory.mktemp("images")

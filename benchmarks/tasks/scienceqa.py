@@ -134,6 +134,10 @@ class ScienceQA(Benchmark):
             )
         return truth, f"ground truth from {QUESTION_FILE} ({PROBLEMS_FILE} absent)"
 
+    def sampling_unit(self, question: Question) -> str | None:
+        """A problem with an image (the headline); text-only problems are no part of it."""
+        return question.qid if question.meta.get("has_image") else None
+
     def score(self, root: Path, answers: dict[str, str], questions: list[Question]) -> BenchmarkResult:
         truth, note = self._truth(root, questions)
         samples = []
