@@ -16,14 +16,16 @@ import json
 import math
 import os
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-# Instruction suffixes found in LLaVA-1.5's question files (already part of ``text``). The scorers
-# import nothing of impvlm (they run without torch), so the short-answer line is written here as well
-# as in impvlm.templates (for the training data); tests/test_towers.py keeps the two equal.
-SHORT_ANSWER_SUFFIX = "Answer the question using a single word or phrase."
+from impdefs import SHORT_ANSWER_SUFFIX as SHORT_ANSWER_SUFFIX
+from impdefs import ImpError
+
+# Instruction suffixes found in LLaVA-1.5's question files (already part of ``text``). The short-answer
+# line, which the training data shares, is defined in impdefs (the scorers import nothing of impvlm).
 MULTIPLE_CHOICE_SUFFIX = "Answer with the option's letter from the given choices directly."
 UNANSWERABLE_SUFFIX = "When the provided information is insufficient, respond with 'Unanswerable'."
 
@@ -34,14 +36,11 @@ LONG_MAX_NEW_TOKENS = 1024  # ScienceQA, MMBench, MM-Vet
 STATUS_SCORED = "scored"  # headline computed locally
 STATUS_SUBMISSION = "submission"  # scored by an evaluation server: upload write_submission's files
 STATUS_UNGRADED = "ungraded"  # needs an LLM judge that was not configured; answers are kept
+STATUS_NEEDS_ANNOTATIONS = "needs annotations"  # a ground-truth file is missing; answers are kept
 
 
-class BenchmarkError(Exception):
-    """A user-facing benchmark error whose message is one line naming what is at fault.
-
-    Not an :class:`impvlm.errors.ImpError` only because the scorers import nothing of impvlm; the
-    ``imp`` command treats both alike (:data:`impvlm.cli.user_errors`).
-    """
+class BenchmarkError(ImpError):
+    """A user-facing benchmark error whose message is one line naming what is at fault."""
 
 
 class UnknownBenchmarkError(BenchmarkError, ValueError):
@@ -50,6 +49,10 @@ class UnknownBenchmarkError(BenchmarkError, ValueError):
 
 class BenchmarkDataError(BenchmarkError, ValueError):
     """A missing or malformed benchmark file, or answers that do not fit the questions."""
+
+
+class MissingFileError(BenchmarkDataError):
+    """A benchmark file (question file, ground truth, annotations) that is not there."""
 
 
 class BenchmarkOptionError(BenchmarkError, ValueError):
@@ -154,6 +157,25 @@ class Benchmark(ABC):
         """Write the files an evaluation server (or an official offline script) expects."""
         return []
 
+    def sampling_unit(self, question: Question) -> str | None:
+        """What the headline samples: the question itself here; ``None``: not part of the headline."""
+        return question.qid
+
+    def headline_shares(self, samples: list[dict[str, Any]]) -> dict[str, tuple[float, float]] | None:
+        """Each sampling unit's share of the headline, with the share it has when all is right.
+
+        ``samples`` are records of ``samples.jsonl`` (``qid``, ``unit``, ``category``, ``score``).
+        The headline is the sum of the shares; here the mean score of the units (a unit is right
+        only if each of its questions is). ``None`` when the headline is no such sum.
+        """
+        units: dict[str, list[float]] = {}
+        for s in samples:
+            unit = s.get("unit", s["qid"])
+            if s.get("score") is not None and unit is not None:
+                units.setdefault(unit, []).append(float(s["score"]))
+        n = len(units)
+        return {unit: (100 * min(scores) / n, 100 / n) for unit, scores in units.items()}
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
@@ -195,7 +217,7 @@ def require_file(path: Path, what: str = "file") -> Path:
     """``path`` if it is an existing file, else a one-line :class:`BenchmarkDataError` naming it."""
     path = Path(path)
     if not path.is_file():
-        raise BenchmarkDataError(f"missing {what}: {path}")
+        raise MissingFileError(f"missing {what}: {path}")
     return path
 
 
@@ -205,7 +227,7 @@ def first_existing(candidates: list[Path], what: str = "file") -> Path:
         if Path(path).is_file():
             return Path(path)
     others = f" (also looked for {', '.join(str(p) for p in candidates[1:])})" if len(candidates) > 1 else ""
-    raise BenchmarkDataError(f"missing {what}: {candidates[0]}{others}")
+    raise MissingFileError(f"missing {what}: {candidates[0]}{others}")
 
 
 def read_json(path: Path, what: str = "file") -> Any:
@@ -263,6 +285,23 @@ def write_json(path: Path, obj: Any, indent: int | None = None) -> Path:
     return path
 
 
+def _answer_lines(path: Path) -> Iterator[tuple[str, str] | None]:
+    """``(question id as a string, answer text)`` per non-blank line of a LLaVA-style answer JSONL,
+    ``None`` for a line that is not a JSON record with a question id and a text."""
+    path = require_file(path, "answer file")
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                key, text = str(record["question_id"]), record["text"]
+            except (json.JSONDecodeError, KeyError, TypeError):
+                yield None
+                continue
+            yield key, "" if text is None else str(text)
+
+
 def load_answer_file(path: Path) -> tuple[dict[str, str], int]:
     """Read a LLaVA-style answer JSONL (``{"question_id", "text", ...}`` per line).
 
@@ -270,21 +309,13 @@ def load_answer_file(path: Path) -> tuple[dict[str, str], int]:
     counted and skipped, as LLaVA's submission converters do. Question ids are stringified; a later
     line overrides an earlier one with the same id.
     """
-    path = require_file(path, "answer file")
     answers: dict[str, str] = {}
     bad = 0
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                qid = record["question_id"]
-                text = record["text"]
-            except (json.JSONDecodeError, KeyError, TypeError):
-                bad += 1
-                continue
-            answers[str(qid)] = "" if text is None else str(text)
+    for parsed in _answer_lines(path):
+        if parsed is None:
+            bad += 1
+        else:
+            answers[parsed[0]] = parsed[1]
     return answers, bad
 
 
@@ -295,28 +326,22 @@ def map_llava_answers(path: Path, questions: list[Question]) -> tuple[dict[str, 
     k-th answer with an id goes to ``"<id>#<k>"`` when that qid exists, else to ``"<id>"``. Returns
     ``(answers, n_skipped)``, counting unparsable lines and ids matching no question.
     """
-    path = require_file(path, "answer file")
     qids = {q.qid for q in questions}
     answers: dict[str, str] = {}
     seen: dict[str, int] = {}
     skipped = 0
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                key, text = str(record["question_id"]), record["text"]
-            except (json.JSONDecodeError, KeyError, TypeError):
-                skipped += 1
-                continue
-            k = seen.get(key, 0)
-            seen[key] = k + 1
-            qid = f"{key}#{k}" if f"{key}#{k}" in qids else key
-            if qid not in qids:
-                skipped += 1
-                continue
-            answers[qid] = "" if text is None else str(text)
+    for parsed in _answer_lines(path):
+        if parsed is None:
+            skipped += 1
+            continue
+        key, text = parsed
+        k = seen.get(key, 0)
+        seen[key] = k + 1
+        qid = f"{key}#{k}" if f"{key}#{k}" in qids else key
+        if qid not in qids:
+            skipped += 1
+            continue
+        answers[qid] = text
     return answers, skipped
 
 

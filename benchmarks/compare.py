@@ -3,14 +3,18 @@
 Takes a reference run folder (usually PyTorch) and candidate run folders of the same benchmarks
 (exported bundles at different GGUF quants and ONNX precisions) and reports, per benchmark x
 candidate: the headline metric and sub-metrics with deltas, per-sample agreement (same parsed
-answer), the score flips with prompts and both answers, a paired bootstrap CI of the per-question
-score delta and McNemar's exact test for binary scores, the token-level top-1 agreement and KL
-divergence recorded at export, and a verdict against thresholds. Writes ``report.md``,
-``report.json`` and PNG charts; the verdict decides the exit status.
+answer), the score flips with prompts and both answers, the token-level top-1 agreement and KL
+divergence recorded at export, and a verdict with stated confidence (:mod:`benchmarks.verdict`):
+HOLDS, DROPS or NOT DECIDED against the margin of the candidate's precision class. Writes
+``report.md``, ``report.json`` and PNG charts; the verdict decides the exit status
+(:data:`benchmarks.verdict.EXIT_CODES`).
 
 Only answers to the same questions pair: a benchmark the candidate did not answer, or answered on
 other questions, prompts, images or answer-length cap than the reference, is reported as not
 comparable (never as a pass), and accuracy is then not shown to hold.
+
+Each row also keeps ``verdict``, the plain comparison of the point estimates with the margin
+(PASS / FAIL), and the report ``holds`` from it; the verdicts with confidence are ``decision``.
 """
 
 from __future__ import annotations
@@ -21,24 +25,29 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.base import BenchmarkDataError
+from benchmarks.report import table_head
 from benchmarks.run_inputs import RESULTS_FILE, RUN_FILE
 from benchmarks.runner import SAMPLES
-from benchmarks.stats import bootstrap_delta_ci, is_binary, mcnemar_exact
-from export.quant_types import near_lossless
+from benchmarks.verdict import DROPS, HOLDS, NOT_DECIDED, POINT_SCALE, decide, overall, paired_evidence
+from export.quant_types import NEAR_LOSSLESS_MARGIN, QUANTIZED_MARGIN, AccuracyMargin
+from runtimes.loader import held_near_lossless, run_label
 
-# Headlines in other units than percent, converted to percentage points for the thresholds.
-POINT_SCALE = {"mme": 100 / 2000}
 NOT_COMPARABLE = "NOT COMPARABLE"
 
 
 @dataclass(frozen=True)
 class Thresholds:
-    """Defaults from the project card: q8_0 / f16 lose <= 0.2 pt with >= 99% agreement; 4-5 bit <= 1 pt."""
+    """The margins of the two precision classes; defaults from the quant-type table."""
 
-    near_lossless_max_drop: float = 0.2
-    near_lossless_min_agreement: float = 99.0
-    quantized_max_drop: float = 1.0
-    quantized_min_agreement: float = 0.0
+    near_lossless_max_drop: float = NEAR_LOSSLESS_MARGIN.max_drop
+    near_lossless_min_agreement: float = NEAR_LOSSLESS_MARGIN.min_agreement or 0.0
+    quantized_max_drop: float = QUANTIZED_MARGIN.max_drop
+    quantized_min_agreement: float = QUANTIZED_MARGIN.min_agreement or 0.0
+
+    def margin(self, near_lossless: bool) -> AccuracyMargin:
+        if near_lossless:
+            return AccuracyMargin(self.near_lossless_max_drop, self.near_lossless_min_agreement or None)
+        return AccuracyMargin(self.quantized_max_drop, self.quantized_min_agreement or None)
 
 
 @dataclass
@@ -49,24 +58,11 @@ class Run:
 
     @property
     def label(self) -> str:
-        ident = self.identity
-        kind = ident.get("runtime", "run")
-        if kind == "torch":
-            return f"torch-{ident.get('dtype', 'fp32')}"
-        if kind == "native":
-            return f"native-{ident.get('lm')}+mmproj-{ident.get('mmproj')}"
-        if kind == "exported":
-            return f"{ident.get('lm')}+{ident.get('vision')}"
-        return self.path.name
+        return run_label(self.identity) or self.path.name
 
     @property
     def near_lossless(self) -> bool:
-        kind = self.identity.get("runtime")
-        if kind == "torch":
-            return True
-        if kind == "native":
-            return False  # llama.cpp's own preprocessing differs from Imp's: measured, not held to 0.2 pt
-        return near_lossless(self.identity.get("lm"), self.identity.get("vision"))
+        return held_near_lossless(self.identity)
 
     @property
     def threshold_class(self) -> str:
@@ -83,31 +79,23 @@ class Run:
         """Token-level agreement vs PyTorch recorded in the bundle manifest at export: the LM's
         top-1 agreement and mean KL of next-token distributions on the probe set, and the vision
         encoder's minimum feature cosine."""
+        from export.manifest import MANIFEST_FILE, read_manifest
+
         bundle = self.identity.get("bundle")
-        if not bundle or not (Path(bundle) / "manifest.json").exists():
+        if not bundle or not (Path(bundle) / MANIFEST_FILE).exists():
             return None
-        manifest = json.loads((Path(bundle) / "manifest.json").read_text())
+        manifest = read_manifest(bundle, verify=False)
         out: dict[str, float] = {}
-        lm = (manifest.get("lm", {}).get(self.identity.get("lm")) or {}).get("validation") or {}
-        logits = lm.get("logits") or {}
+        lm = manifest.lm.get(self.identity.get("lm") or "")
+        logits = ((lm.validation if lm else None) or {}).get("logits") or {}
         for key in ("top1_agreement", "mean_kl"):
             if isinstance(logits.get(key), int | float):
                 out[f"lm_{key}"] = float(logits[key])
-        vision = (manifest.get("vision", {}).get(self.identity.get("vision")) or {}).get("validation") or {}
+        encoder = manifest.vision.get(self.identity.get("vision") or "")
+        vision = (encoder.validation if encoder else None) or {}
         if isinstance(vision.get("min_cos"), int | float):
             out["vision_min_cos"] = float(vision["min_cos"])
         return out or None
-
-
-def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(_flatten(value, name + "."))
-        else:
-            out[name] = value
-    return out
 
 
 def load_run(path: str | Path) -> Run:
@@ -186,25 +174,18 @@ def compare_benchmark(name: str, ref: Run, cand: Run, thresholds: Thresholds) ->
     r_res, c_res = ref.results["benchmarks"][name], cand.results["benchmarks"][name]
     common = [q for q in r_samples if q in c_samples]
     agree = sum(answer_key(r_samples[q]) == answer_key(c_samples[q]) for q in common)
-    agreement = 100.0 * agree / len(common) if common else None
-    flips, r_scores, c_scores = [], [], []
-    for q in common:
-        rs, cs = r_samples[q].get("score"), c_samples[q].get("score")
-        if rs is None or cs is None:
-            continue
-        r_scores.append(float(rs))
-        c_scores.append(float(cs))
-        if rs != cs:
-            flips.append(
-                {
-                    "qid": q,
-                    "prompt": r_samples[q].get("prompt"),
-                    "reference": r_samples[q].get("answer"),
-                    "candidate": c_samples[q].get("answer"),
-                    "reference_score": rs,
-                    "candidate_score": cs,
-                }
-            )
+    flips = [
+        {
+            "qid": q,
+            "prompt": r_samples[q].get("prompt"),
+            "reference": r_samples[q].get("answer"),
+            "candidate": c_samples[q].get("answer"),
+            "reference_score": r_samples[q].get("score"),
+            "candidate_score": c_samples[q].get("score"),
+        }
+        for q in common
+        if r_samples[q].get("score") != c_samples[q].get("score")
+    ]
     out: dict[str, Any] = {
         "benchmark": name,
         "headline_name": r_res.get("headline_name"),
@@ -212,45 +193,38 @@ def compare_benchmark(name: str, ref: Run, cand: Run, thresholds: Thresholds) ->
         "candidate": c_res.get("headline"),
         "status": c_res.get("status"),
         "questions": len(common),
-        "agreement": agreement,
+        "agreement": 100.0 * agree / len(common) if common else None,
         "flips": flips,
+        "delta": None,
+        "delta_points": None,
     }
-    scale = POINT_SCALE.get(name, 1.0)
     if r_res.get("headline") is not None and c_res.get("headline") is not None:
         out["delta"] = c_res["headline"] - r_res["headline"]
-        out["delta_points"] = out["delta"] * scale
-    else:
-        out["delta"] = out["delta_points"] = None
+        out["delta_points"] = out["delta"] * POINT_SCALE.get(name, 1.0)
     out["metric_deltas"] = {
         k: c_res["metrics"][k] - v
         for k, v in r_res.get("metrics", {}).items()
         if isinstance(v, int | float) and isinstance(c_res.get("metrics", {}).get(k), int | float)
     }
-    if r_scores:
-        # per-question scores in [0, 1] -> percentage points
-        mean, low, high = bootstrap_delta_ci(r_scores, c_scores)
-        out["score_delta_ci"] = {"mean": 100 * mean, "low": 100 * low, "high": 100 * high}
-        if is_binary(r_scores) and is_binary(c_scores):
-            out["mcnemar"] = mcnemar_exact(r_scores, c_scores)
     out["verdict"] = verdict(out, cand.near_lossless, thresholds)
+    if out["delta"] is not None:
+        scored = [q for q in common if r_samples[q].get("score") is not None]
+        pair = [r_samples[q] for q in scored], [c_samples[q] for q in scored]
+        out["evidence"] = paired_evidence(
+            name, *pair, agree=sum(answer_key(r_samples[q]) == answer_key(c_samples[q]) for q in scored)
+        )
     return out
 
 
 def verdict(row: dict[str, Any], near_lossless: bool, thresholds: Thresholds) -> str:
-    max_drop = thresholds.near_lossless_max_drop if near_lossless else thresholds.quantized_max_drop
-    min_agree = (
-        thresholds.near_lossless_min_agreement if near_lossless else thresholds.quantized_min_agreement
-    )
-    drop = None
-    if row.get("delta_points") is not None:
-        drop = -row["delta_points"]
-    elif row.get("score_delta_ci"):
-        drop = -row["score_delta_ci"]["mean"]
-    if drop is None and row.get("agreement") is None:
+    """PASS / FAIL of the point estimates against the margin (no confidence: see ``decision``)."""
+    margin = thresholds.margin(near_lossless)
+    if row.get("delta_points") is None and row.get("agreement") is None:
         return "n/a"
-    if drop is not None and drop > max_drop + 1e-9:
+    if row.get("delta_points") is not None and -row["delta_points"] > margin.max_drop + 1e-9:
         return "FAIL"
-    if row.get("agreement") is not None and row["agreement"] < min_agree - 1e-9:
+    agreement = margin.min_agreement
+    if agreement is not None and row.get("agreement") is not None and row["agreement"] < agreement - 1e-9:
         return "FAIL"
     return "PASS"
 
@@ -260,7 +234,6 @@ def compare_runs(
 ) -> dict[str, Any]:
     thresholds = thresholds or Thresholds()
     ref = load_run(reference)
-    cands = [load_run(c) for c in candidates]
     names = list(ref.results["benchmarks"])
     report: dict[str, Any] = {
         "reference": {"label": ref.label, "path": str(ref.path), "identity": ref.identity},
@@ -268,30 +241,59 @@ def compare_runs(
         "benchmarks": names,
         "candidates": [],
     }
-    for cand in cands:
+    for cand in map(load_run, candidates):
         rows = [compare_benchmark(n, ref, cand, thresholds) for n in names]
-        verdicts = [r["verdict"] for r in rows]
-        timing = {
-            n: cand.results["benchmarks"][n].get("timing", {})
-            for n in names
-            if n in cand.results["benchmarks"]
-        }
+        timing = {n: r.get("timing", {}) for n, r in cand.results["benchmarks"].items() if n in names}
         report["candidates"].append(
             {
                 "label": cand.label,
                 "path": str(cand.path),
                 "identity": cand.identity,
                 "class": cand.threshold_class,
+                "margin": asdict(thresholds.margin(cand.near_lossless)),
                 "token_level": cand.token_level(),
                 "rows": rows,
                 "timing": timing,
-                "verdict": candidate_verdict(verdicts),
+                "verdict": candidate_verdict([r["verdict"] for r in rows]),
             }
         )
     report["reference"]["timing"] = {n: ref.results["benchmarks"][n].get("timing", {}) for n in names}
     report["reference"]["headlines"] = {n: ref.results["benchmarks"][n].get("headline") for n in names}
     report["holds"] = all(c["verdict"] == "PASS" for c in report["candidates"])
+    add_decisions(report)
     return report
+
+
+def add_decisions(report: dict[str, Any]) -> None:
+    """Decide every paired row as one family (Holm), then each candidate and the report."""
+    rows = [
+        (row, AccuracyMargin(**cand["margin"]))
+        for cand in report["candidates"]
+        for row in cand["rows"]
+        if row.get("evidence") is not None
+    ]
+    for (row, _), decided in zip(rows, decide([(row.pop("evidence"), m) for row, m in rows])):
+        row["decision"], row["confidence"] = decided["verdict"], decided
+    for cand in report["candidates"]:
+        for row in cand["rows"]:
+            row.setdefault("decision", NOT_COMPARABLE if row["verdict"] == NOT_COMPARABLE else "n/a")
+            row.pop("evidence", None)
+        decisions = [r["decision"] for r in cand["rows"] if r["decision"] != "n/a"]
+        cand["decision"] = (
+            NOT_COMPARABLE if NOT_COMPARABLE in decisions and DROPS not in decisions else overall(decisions)
+        )
+    decisions = [c["decision"] for c in report["candidates"]]
+    report["decision"] = (
+        NOT_COMPARABLE if NOT_COMPARABLE in decisions and DROPS not in decisions else overall(decisions)
+    )
+
+
+def exit_status(report: dict[str, Any], strict: bool = False) -> int:
+    """0 holds, 1 drops (or could not be paired), 3 not decided (1 with ``strict``)."""
+    decision = report["decision"]
+    if decision == NOT_DECIDED:
+        return 1 if strict else 3
+    return 0 if decision == HOLDS else 1
 
 
 def candidate_verdict(verdicts: list[str]) -> str:
@@ -303,11 +305,13 @@ def candidate_verdict(verdicts: list[str]) -> str:
 
 
 def holds_line(report: dict[str, Any]) -> str:
-    verdicts = [c["verdict"] for c in report["candidates"]]
-    if report["holds"]:
-        return "accuracy holds: **yes**"
-    if "FAIL" in verdicts:
-        return "accuracy holds: **NO**"
+    decision = report["decision"]
+    if decision == HOLDS:
+        return "accuracy holds: **yes** (every benchmark of every candidate HOLDS)"
+    if decision == DROPS:
+        return "accuracy holds: **NO** (a benchmark DROPS beyond its margin)"
+    if decision == NOT_DECIDED:
+        return "accuracy holds: **not decided** (more questions are needed; see the NOT DECIDED rows)"
     unpaired = sum(r["verdict"] == NOT_COMPARABLE for c in report["candidates"] for r in c["rows"])
     return (
         f"accuracy holds: **not shown** ({unpaired} benchmark run(s) could not be paired with the reference)"
@@ -323,50 +327,58 @@ def _fmt(value: Any, digits: int = 2) -> str:
 
 
 def verdict_table(report: dict[str, Any]) -> str:
-    """One row per candidate x benchmark: headline, delta, agreement, CI, verdict."""
-    lines = [
-        f"reference: {report['reference']['label']}",
-        "| candidate | benchmark | reference | candidate | delta | agreement % | per-question delta, 95% CI (pt) | McNemar p | verdict |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for cand in report["candidates"]:
-        for row in cand["rows"]:
-            ci = row.get("score_delta_ci")
-            ci_text = f"[{ci['low']:.2f}, {ci['high']:.2f}]" if ci else "-"
-            p = row.get("mcnemar", {}).get("p_value")
-            lines.append(
-                f"| {cand['label']} | {row['benchmark']} | {_fmt(row['reference'])} | {_fmt(row['candidate'])} "
-                f"| {_fmt(row['delta'])} | {_fmt(row['agreement'], 1)} | {ci_text} | {_fmt(p, 3)} | {row['verdict']} |"
-            )
-    lines.append("")
+    """One row per candidate x benchmark: headline, delta, agreement, drop bounds, verdict; then why."""
+    head = "candidate | benchmark | reference | candidate | delta | agreement % | drop bounds (pt) | margin (pt) | verdict"
+    lines = [f"reference: {report['reference']['label']}", *table_head(head)]
+    reasons = []
     for cand in report["candidates"]:
         tl = cand.get("token_level")
         tl_text = ", ".join(f"{k}={v:.4g}" for k, v in tl.items()) if tl else "n/a"
-        lines.append(
-            f"- **{cand['label']}** ({cand['class']}): {cand['verdict']}; token level vs PyTorch: {tl_text}"
+        reasons.append(
+            f"- **{cand['label']}** ({cand['class']}): {cand['decision']}; token level vs PyTorch: {tl_text}"
         )
         for row in cand["rows"]:
-            if row["verdict"] == NOT_COMPARABLE:
-                lines.append(f"  - {row['benchmark']} not comparable: {row['reason']}")
-    lines.append(f"\n{holds_line(report)}")
+            conf = row.get("confidence")
+            drop = f"[{conf['bounds']['drop_low']:.2f}, {conf['bounds']['drop_high']:.2f}]" if conf else "-"
+            lines.append(
+                f"| {cand['label']} | {row['benchmark']} | {_fmt(row['reference'])} | {_fmt(row['candidate'])} "
+                f"| {_fmt(row['delta'])} | {_fmt(row['agreement'], 1)} | {drop} | {cand['margin']['max_drop']:g} "
+                f"| {row['decision']} |"
+            )
+            if row["decision"] == NOT_COMPARABLE:
+                reasons.append(f"  - {row['benchmark']} not comparable: {row['reason']}")
+            else:
+                reasons.append(
+                    f"  - {row['benchmark']} {row['decision']}: {conf['reason'] if conf else 'no local score'}"
+                )
+    lines += ["", *reasons, f"\n{holds_line(report)}"]
     return "\n".join(lines)
 
 
+def method_note(report: dict[str, Any]) -> str:
+    """How the verdicts were reached, with the figures of this report."""
+    t = report["thresholds"]
+    claims = sum(1 for c in report["candidates"] for r in c["rows"] if r.get("confidence")) * 2
+    return (
+        f"Margins: near-lossless drop <= {t['near_lossless_max_drop']} pt with agreement >= "
+        f"{t['near_lossless_min_agreement']}%; quantized drop <= {t['quantized_max_drop']} pt (MME in points of "
+        f"its 2000 maximum). {claims} claims (holds / drops per row) at 5% family-wise error by Holm's "
+        "step-down; the bounds shown are simultaneous one-sided bounds (Bonferroni). Pairing unit: question "
+        "(MME: image, MMBench: circular group); drop bounds by Student's t on per-unit changes (POPE F1: "
+        "paired bootstrap standard error), or the exact worst case when fewer than 10 units changed; "
+        "agreement by Clopper-Pearson."
+    )
+
+
 def write_report(report: dict[str, Any], out_dir: Path) -> dict[str, Path]:
+    from benchmarks.compare_charts import write_charts
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"json": out_dir / "report.json", "md": out_dir / "report.md"}
     paths["json"].write_text(json.dumps(report, indent=2, default=str))
     charts = write_charts(report, out_dir)
-    md = ["# Cross-runtime accuracy report", "", verdict_table(report), ""]
-    t = report["thresholds"]
-    md.append(
-        f"Thresholds: near-lossless (f16 / q8_0 LM, fp32 / fp16 vision) drop <= {t['near_lossless_max_drop']} pt "
-        f"and agreement >= {t['near_lossless_min_agreement']}%; quantized drop <= {t['quantized_max_drop']} pt. "
-        "MME is converted to points of its 2000 maximum. The CI column is the paired bootstrap CI of the mean "
-        "per-question score delta; where the headline is not a mean of per-question scores (POPE's F1, MME's "
-        "pairs) it can differ from the headline delta, even in sign."
-    )
+    md = ["# Cross-runtime accuracy report", "", verdict_table(report), "", method_note(report)]
     for name, path in charts.items():
         md += ["", f"![{name}]({path.name})"]
     md += ["", "## Score flips", ""]
@@ -383,79 +395,3 @@ def write_report(report: dict[str, Any], out_dir: Path) -> dict[str, Path]:
     paths["md"].write_text("\n".join(md) + "\n")
     paths.update(charts)
     return paths
-
-
-def write_charts(report: dict[str, Any], out_dir: Path) -> dict[str, Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    names = report["benchmarks"]
-    labels = [report["reference"]["label"]] + [c["label"] for c in report["candidates"]]
-    charts: dict[str, Path] = {}
-
-    def headline(name: str, idx: int) -> float:
-        if idx == 0:
-            value = report["reference"]["headlines"].get(name)
-        else:
-            row = next((r for r in report["candidates"][idx - 1]["rows"] if r["benchmark"] == name), None)
-            value = row["candidate"] if row else None
-        return float("nan") if value is None else value * POINT_SCALE.get(name, 1.0)
-
-    fig, ax = plt.subplots(figsize=(max(6, len(names) * 1.3), 4))
-    width = 0.8 / len(labels)
-    x = np.arange(len(names))
-    for i, label in enumerate(labels):
-        ax.bar(x + i * width, [headline(n, i) for n in names], width, label=label)
-    ax.set_xticks(x + 0.4 - width / 2, names)
-    ax.set_ylabel("headline (points; MME / 20)")
-    ax.legend(fontsize=7)
-    ax.set_title("metric per runtime")
-    fig.tight_layout()
-    charts["metric per runtime"] = out_dir / "metric_per_runtime.png"
-    fig.savefig(charts["metric per runtime"], dpi=100)
-    plt.close(fig)
-
-    fig, ax = plt.subplots(figsize=(max(6, len(names) * 1.3), 4))
-    width = 0.8 / max(1, len(report["candidates"]))
-    for i, cand in enumerate(report["candidates"]):
-        rows = {r["benchmark"]: r for r in cand["rows"]}
-        means, errs = [], [[], []]
-        for n in names:
-            ci = rows.get(n, {}).get("score_delta_ci")
-            m = ci["mean"] if ci else 0.0
-            means.append(m)
-            errs[0].append(m - ci["low"] if ci else 0.0)
-            errs[1].append(ci["high"] - m if ci else 0.0)
-        ax.bar(x + i * width, means, width, yerr=errs, capsize=2, label=cand["label"])
-    ax.axhline(0, color="black", linewidth=0.5)
-    ax.set_xticks(x + 0.4 - width / 2, names)
-    ax.set_ylabel("per-question score delta vs reference (pt, 95% CI)")
-    ax.legend(fontsize=7)
-    ax.set_title("delta with bootstrap CI")
-    fig.tight_layout()
-    charts["delta with CI"] = out_dir / "delta_ci.png"
-    fig.savefig(charts["delta with CI"], dpi=100)
-    plt.close(fig)
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    entries = [(report["reference"]["label"], report["reference"]["timing"], 0)] + [
-        (c["label"], c["timing"], i + 1) for i, c in enumerate(report["candidates"])
-    ]
-    for label, timing, idx in entries:
-        secs = [t.get("seconds", 0) / max(1, t.get("questions", 1)) for t in timing.values() if t]
-        scores = [headline(n, idx) for n in names]
-        scores = [s for s in scores if s == s]
-        if secs and scores:
-            ax.scatter(sum(secs) / len(secs), sum(scores) / len(scores), label=label)
-            ax.annotate(label, (sum(secs) / len(secs), sum(scores) / len(scores)), fontsize=7)
-    ax.set_xlabel("mean seconds per question")
-    ax.set_ylabel("mean headline (points)")
-    ax.set_title("latency vs accuracy per runtime / quant")
-    fig.tight_layout()
-    charts["latency vs accuracy"] = out_dir / "latency_vs_accuracy.png"
-    fig.savefig(charts["latency vs accuracy"], dpi=100)
-    plt.close(fig)
-    return charts

@@ -30,6 +30,8 @@ RUN_FILE = "run.json"
 RESULTS_FILE = "results.json"
 ANSWER_FILES = "answers*.jsonl"  # answers.jsonl and answers.chunk<K>of<N>.jsonl
 SCORED_FILES = ("samples.jsonl", "submission")
+SAMPLE_KEYS = ("qid", "prompt", "answer", "parsed", "score")  # a record of samples.jsonl
+RESULT_KEYS = ("benchmarks", "scored_at")  # results.json
 VOLATILE_KEYS = ("threads", "device")
 CONTENT_HASH_KEYS = {"checkpoint": "checkpoint_sha256", "bundle": "manifest_sha256"}
 REMEDY = "use a new --out, or pass --overwrite to discard them"
@@ -145,9 +147,40 @@ def differences(
     return diffs
 
 
+def _first_record(path: Path) -> Any:
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        line = handle.readline()
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError:
+        return None
+
+
+def check_ours(path: Path, keys: Sequence[str]) -> None:
+    """Refuse to replace ``path`` when it exists and is not a file this module writes."""
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    record = _first_record(path) if path.suffix == ".jsonl" else read_json_quietly(path)
+    if not isinstance(record, dict) or not all(k in record for k in keys):
+        raise BenchmarkDataError(f"{path} was not written by imp bench; it was left as it is: move it")
+
+
+def read_json_quietly(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+
+
 def discard_answers(run_dir: Path, names: Sequence[str]) -> None:
-    """Delete the answers, samples and submissions of ``names`` and the run's results (``--overwrite``)."""
+    """Delete the answers, samples and submissions of ``names`` and the run's results (``--overwrite``).
+
+    A samples.jsonl or results.json that another program wrote stops it before anything is deleted.
+    """
     run_dir = Path(run_dir)
+    check_ours(run_dir / RESULTS_FILE, RESULT_KEYS)
+    for name in names:
+        check_ours(run_dir / name / SCORED_FILES[0], SAMPLE_KEYS)
     for name in names:
         folder = run_dir / name
         for path in folder.glob(ANSWER_FILES):

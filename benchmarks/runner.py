@@ -1,58 +1,63 @@
-"""Run benchmarks on any runtime, resumably, and score the saved answers.
+"""Run benchmarks on any runtime, resumably; scoring is :mod:`benchmarks.scoring`.
 
 A run folder holds one runtime's answers::
 
     RUN_DIR/run.json                        runtime identity, data root, options
-    RUN_DIR/<benchmark>/answers.jsonl       LLaVA answer records, appended and flushed one by one
+    RUN_DIR/<benchmark>/answers.jsonl       answer records (:mod:`benchmarks.answer_log`)
     RUN_DIR/<benchmark>/answers.chunk<K>of<N>.jsonl   the same, for chunked (multi-process) runs
-    RUN_DIR/<benchmark>/samples.jsonl       per-sample log after scoring: prompt, answer, parsed, score
-    RUN_DIR/<benchmark>/submission/         server-scored benchmarks' upload files
-    RUN_DIR/results.json                    headline + sub-metrics per benchmark, timings, identity
+    RUN_DIR/<benchmark>/samples.jsonl, submission/, RUN_DIR/results.json   written by scoring
 
 A killed run resumes where it stopped: answers already in the file are kept and not recomputed, and
 the record the kill cut short (a torn last line) is dropped before the next answer is appended. Any
 other line that is not an answer record stops the run with an error naming it; reading and scoring
 never write an answers file. ``run.json`` records the fingerprint of everything the answers depend
 on (:mod:`benchmarks.run_inputs`); a re-run with other inputs is refused. Questions that share an
-image run back to back, so a runtime can reuse the image features and the KV cache of the shared
-prefix.
+image run together (:mod:`benchmarks.answer_groups`): the image is encoded and its prefix prefilled
+once, and the questions are decoded in one batch (``--max-batch`` caps it; ``--no-reuse`` answers
+one question at a time, recomputing everything).
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from benchmarks.answer_groups import record_of, same_image_groups
+from benchmarks.answer_log import ANSWERS, AnswerLog
 from benchmarks.base import (
     Benchmark,
     BenchmarkDataError,
     BenchmarkOptionError,
-    BenchmarkResult,
     Question,
     get_benchmark,
     prepare_out_dir,
-    write_json,
 )
 from benchmarks.run_inputs import (
     ANSWER_FILES,
     RESULTS_FILE,
     check_run_folder,
     questions_digest,
-    read_run_info,
     run_fingerprint,
     write_run_info,
 )
+from benchmarks.scoring import SAMPLES, score_benchmark, score_run
 
-ANSWERS = "answers.jsonl"
-SAMPLES = "samples.jsonl"
-# json.dumps of an answer record starts so; a torn last line is a prefix of one, or starts with it
-RECORD_START = b'{"qid": "'
+# names other modules and tests import from here
+__all__ = [
+    "ANSWERS",
+    "RESULTS_FILE",
+    "SAMPLES",
+    "AnswerLog",
+    "BenchmarkRunOptions",
+    "merge_chunks",
+    "run_benchmark",
+    "run_suite",
+    "score_benchmark",
+    "score_run",
+]
 
 
 def chunk_questions(questions: Sequence[Question], num_chunks: int, chunk_idx: int) -> list[Question]:
@@ -74,70 +79,6 @@ def group_by_image(questions: Sequence[Question]) -> list[Question]:
     return [q for group in groups.values() for q in group]
 
 
-class AnswerLog:
-    """An append-only JSONL of answer records keyed by ``qid``, safe against kills.
-
-    Reading never writes. A last line without its newline that starts like a record of this class
-    is the one a kill cut short: it is left out, and the first :meth:`append` cuts it off. Any other
-    line that is not an answer record (``{"qid": str, "text": str, ...}``) raises an error naming
-    the file and line, so a damaged or foreign file is neither used nor changed.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self.records: dict[str, dict[str, Any]] = {}
-        self._torn_at: int | None = None
-        self._load()
-
-    def _load(self) -> None:
-        if not self.path.exists():
-            return
-        lines = self.path.read_bytes().split(b"\n")
-        offset = 0
-        for lineno, line in enumerate(lines[:-1], 1):
-            if line.strip():
-                record = self._parse(line, lineno)
-                self.records[record["qid"]] = record
-            offset += len(line) + 1
-        tail = lines[-1]
-        if tail:
-            if not (tail.startswith(RECORD_START) or RECORD_START.startswith(tail)):
-                raise self._error(len(lines), "it does not end with a newline and is no answer record")
-            self._torn_at = offset
-
-    def _parse(self, line: bytes, lineno: int) -> dict[str, Any]:
-        try:
-            record = json.loads(line)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise self._error(lineno, "it is not valid JSON") from None
-        if not isinstance(record, dict) or not isinstance(record.get("qid"), str):
-            raise self._error(lineno, "it has no string 'qid'")
-        if not isinstance(record.get("text"), str):
-            raise self._error(lineno, "it has no string 'text'")
-        return record
-
-    def _error(self, lineno: int, why: str) -> BenchmarkDataError:
-        return BenchmarkDataError(
-            f"line {lineno} of {self.path} is not an answer record of imp bench ({why}); "
-            "the file was left as it is: repair or move it"
-        )
-
-    def __contains__(self, qid: str) -> bool:
-        return qid in self.records
-
-    def append(self, record: dict[str, Any]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self._torn_at is not None:
-            with open(self.path, "r+b") as handle:
-                handle.truncate(self._torn_at)
-            self._torn_at = None
-        with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        self.records[str(record["qid"])] = record
-
-
 @dataclass
 class BenchmarkRunOptions:
     """How ``run_suite`` answers; ``overwrite`` discards a run folder's answers of other inputs."""
@@ -149,12 +90,15 @@ class BenchmarkRunOptions:
     reuse: bool = True
     progress: bool = True
     overwrite: bool = False
+    max_batch: int | None = None  # most questions decoded together (None: what the runtime's context allows)
 
     def __post_init__(self) -> None:
         if self.limit is not None and self.limit < 1:
             raise BenchmarkOptionError(
                 f"--limit {self.limit} selects no questions: give a positive number, or leave it out for all"
             )
+        if self.max_batch is not None and self.max_batch < 1:
+            raise BenchmarkOptionError(f"--max-batch must be at least 1, got {self.max_batch}")
         if self.max_new_tokens is not None and self.max_new_tokens < 1:
             raise BenchmarkOptionError(f"--max-new-tokens must be at least 1, got {self.max_new_tokens}")
         if self.num_chunks < 1:
@@ -209,38 +153,25 @@ def run_benchmark(
         disable=not options.progress,
         dynamic_ncols=True,
     )
-    for q in todo:
-        images = [q.image_bytes] if q.image_bytes is not None else ([image_dir / q.image] if q.image else [])
-        limit = (
-            q.max_new_tokens
-            if options.max_new_tokens is None
-            else min(q.max_new_tokens, options.max_new_tokens)
-        )
-        out = runtime.generate(images, q.text, max_new_tokens=limit, reuse=options.reuse)
-        t = out.timings
-        log.append(
-            {
-                "qid": q.qid,
-                "question_id": q.meta.get("question_id", q.qid),
-                "prompt": q.text,
-                "text": out.text,
-                "answer_id": f"{runtime.name}-{q.qid}",
-                "model_id": model_id,
-                "metadata": {
-                    "finish_reason": out.finish_reason,
-                    "new_tokens": t.decode_tokens,
-                    "ttft_s": round(t.ttft_s, 5),
-                    "total_s": round(t.total_s, 5),
-                    "reused_tokens": t.reused_tokens,
-                    "prefill_tokens": t.prefill_tokens,
-                    "decode_s": round(t.decode_s, 5),
-                    "image_encode_s": round(t.image_encode_s, 5),
-                },
-            }
-        )
-        bar.update(1)
+    for group, images, limit in same_image_groups(todo, image_dir, options.reuse, options.max_new_tokens):
+        if len(group) > 1:
+            outs = runtime.generate_many(images, [q.text for q in group], limit, max_batch=options.max_batch)
+        else:
+            outs = [runtime.generate(images, group[0].text, max_new_tokens=limit, reuse=options.reuse)]
+        for q, out in zip(group, outs, strict=True):
+            log.append(record_of(q, out, runtime.name, model_id))
+        bar.update(len(group))
     bar.close()
     return log.path
+
+
+def answer_record(
+    runtime: Any, q: Question, image_dir: Path, options: BenchmarkRunOptions, model_id: str
+) -> dict[str, Any]:
+    """Answer one question alone: the LLaVA answer record that goes into the answers file."""
+    [(_, images, limit)] = same_image_groups([q], image_dir, True, options.max_new_tokens)
+    out = runtime.generate(images, q.text, max_new_tokens=limit, reuse=options.reuse)
+    return record_of(q, out, runtime.name, model_id)
 
 
 def merge_chunks(run_dir: Path, name: str) -> Path:
@@ -264,112 +195,6 @@ def merge_chunks(run_dir: Path, name: str) -> Path:
     return merged.path
 
 
-def check_answers_fit(log: AnswerLog, questions: Sequence[Question], data: Path) -> None:
-    """Refuse to score answers that were given to other questions than ``data`` holds."""
-    by_qid = {q.qid: q for q in questions}
-    unknown = [qid for qid in log.records if qid not in by_qid]
-    if unknown:
-        raise BenchmarkDataError(
-            f"{len(unknown)} answer(s) in {log.path} are for questions {data} does not hold "
-            f"(first: qid {unknown[0]!r}); score with the --data the run used"
-        )
-    changed = [qid for qid, r in log.records.items() if "prompt" in r and r["prompt"] != by_qid[qid].text]
-    if changed:
-        raise BenchmarkDataError(
-            f"{len(changed)} answer(s) in {log.path} were given to other prompts than {data} holds "
-            f"(first: qid {changed[0]!r}); score with the --data the run used"
-        )
-
-
-def score_benchmark(name: str, data: Path, run_dir: Path) -> BenchmarkResult:
-    """Re-score saved answers (no model needed); writes samples.jsonl and any submission files.
-
-    The answers file is only read: a torn last line is left out, any other bad line is an error.
-    """
-    bench = get_benchmark(name)
-    folder = Path(run_dir) / name
-    log = AnswerLog(folder / ANSWERS)
-    if not log.records:
-        raise BenchmarkDataError(f"no answers in {folder / ANSWERS}")
-    loaded = bench.load(Path(data))
-    check_answers_fit(log, loaded, Path(data))
-    questions = [q for q in loaded if q.qid in log]
-    answers = {qid: r["text"] for qid, r in log.records.items()}
-    result = bench.score(Path(data), answers, questions)
-    bench.write_submission(Path(data), answers, questions, folder / "submission")
-    write_samples(folder / SAMPLES, questions, log, result)
-    return result
-
-
-def write_samples(path: Path, questions: Sequence[Question], log: AnswerLog, result: BenchmarkResult) -> None:
-    """The per-sample log: prompt, answer, parsed answer and score of every answered question."""
-    by_qid = {s.qid: s for s in result.samples}
-    with open(path, "w", encoding="utf-8") as handle:
-        for q in questions:
-            s = by_qid.get(q.qid)
-            record = {
-                "qid": q.qid,
-                "image": q.image,
-                "prompt": q.text,
-                "answer": log.records[q.qid]["text"],
-                "parsed": s.parsed if s else None,
-                "score": s.score if s else None,
-            }
-            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-
-
-def timing_summary(run_dir: Path, name: str) -> dict[str, float]:
-    records = list(AnswerLog(Path(run_dir) / name / ANSWERS).records.values())
-    if not records:
-        return {}
-    meta = [r.get("metadata", {}) for r in records]
-    total = sum(m.get("total_s", 0.0) for m in meta)
-    decode_tokens = sum(m.get("new_tokens", 0) for m in meta)
-    decode_s = sum(m.get("decode_s", 0.0) for m in meta)
-    return {
-        "questions": len(records),
-        "seconds": round(total, 3),
-        "questions_per_minute": round(60 * len(records) / total, 2) if total else 0.0,
-        "mean_ttft_s": round(sum(m.get("ttft_s", 0.0) for m in meta) / len(meta), 4),
-        "decode_tokens_per_s": round(decode_tokens / decode_s, 2) if decode_s else 0.0,
-    }
-
-
-def score_run(run_dir: Path, data: Path | None = None, names: Sequence[str] | None = None) -> dict[str, Any]:
-    """Score every benchmark of a run folder and write ``results.json``.
-
-    Each benchmark's entry carries ``inputs``, the questions digest of the run's fingerprint, and
-    the results carry its ``generation`` options, so that ``imp compare`` can check the pairing.
-    """
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise BenchmarkDataError(f"run folder not found: {run_dir}")
-    run_info = read_run_info(run_dir)
-    data = Path(data or run_info.get("data") or "")
-    if not data.is_dir():
-        raise BenchmarkDataError(f"benchmark data folder not found: {data} (pass --data)")
-    names = list(names or sorted(p.name for p in run_dir.iterdir() if (p / ANSWERS).exists()))
-    if not names:
-        raise BenchmarkDataError(f"{run_dir} holds no {ANSWERS} (a chunked run: `imp bench merge` it first)")
-    fingerprint = run_info.get("fingerprint") or {}
-    results: dict[str, Any] = {}
-    for name in names:
-        result = score_benchmark(name, data, run_dir).to_dict()
-        result.pop("samples")
-        result["timing"] = timing_summary(run_dir, name)
-        result["inputs"] = fingerprint.get("benchmarks", {}).get(name)
-        results[name] = result
-    out = {
-        "runtime": run_info.get("runtime", {}),
-        "data": str(data),
-        "generation": fingerprint.get("generation"),
-        "benchmarks": results,
-        "scored_at": time.time(),
-    }
-    write_json(run_dir / RESULTS_FILE, out, indent=2)
-    return out
-
-
 def run_suite(
     runtime: Any,
     names: Sequence[str],
@@ -384,6 +209,18 @@ def run_suite(
     (:func:`benchmarks.run_inputs.check_run_folder`).
     """
     options = options or BenchmarkRunOptions()
+    run_dir = start_run(runtime, names, data, run_dir, options)
+    for name in names:
+        run_benchmark(runtime, name, data, run_dir, options)
+    if options.num_chunks > 1:
+        return None
+    return score_run(run_dir, data, names)
+
+
+def start_run(
+    runtime: Any, names: Sequence[str], data: Path, run_dir: Path, options: BenchmarkRunOptions
+) -> Path:
+    """Check ``run_dir``'s answers files and fingerprint against this run's, then record the run."""
     run_dir = prepare_out_dir(Path(run_dir))
     digests = {}
     for name in names:
@@ -401,11 +238,9 @@ def run_suite(
         "benchmarks": list(fingerprint["benchmarks"]),
         "limit": options.limit,
         "max_new_tokens": options.max_new_tokens,
+        "decoding": "batched per image" if options.reuse else "one question at a time",
+        "max_batch": options.max_batch,
         "fingerprint": fingerprint,
     }
     write_run_info(run_dir, info)
-    for name in names:
-        run_benchmark(runtime, name, data, run_dir, options)
-    if options.num_chunks > 1:
-        return None
-    return score_run(run_dir, data, names)
+    return run_dir

@@ -14,47 +14,46 @@ A runtime picks files by precision name (``manifest["vision"]["fp32"]["file"]``,
 ``manifest["lm"]["q4_k_m"]["file"]``), builds its prompt from ``manifest["template"]``, preprocesses
 images with ``ImageProcessor.from_config(manifest["image"])`` and splices ``model.image_tokens``
 embeddings where the prompt text says ``<image>`` (the ``tokens.image`` id, or null when the
-tokenizer has no such token). :func:`load_manifest` refuses a bundle whose files changed
-since export or disagree with the manifest (:mod:`export.manifest_check`); :func:`verify_bundle_matches`
-one made for another model.
+tokenizer has no such token). The format and its reader are :mod:`export.manifest`.
 
-:func:`export_bundle` writes into a hidden ``.NAME.partial-*`` folder next to ``out`` and renames it
+Each kind of runnable file (ONNX vision encoder, GGUF LM, mmproj) is an artifact kind of
+:mod:`export.kinds`: :func:`export_bundle` plans every kind, loads the model once, and runs the kinds
+in registry order (:data:`export.kinds.registry.KINDS`), each writing, quantizing and validating its
+own files. It writes into a hidden ``.NAME.partial-*`` folder next to ``out`` and renames it
 into place only after every file was written and validated, so a crash or a failed check never
 leaves a folder with a ``manifest.json`` that is not the real thing.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import json
 import logging
 import shutil
-import time
-from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import StrEnum
 from importlib import metadata, util
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from export.errors import ExportError
-from export.quant_types import BASE_TYPES, QUANT_TYPES, lm_gate
-from export.tokenizer_check import TokenizerInfo
-from impvlm.errors import BundleError
+from export.kinds.base import ArtifactFile, ArtifactKind, BundleJob, Steps
+from export.kinds.registry import KINDS
+from export.manifest import (
+    Artifact,
+    FileRecord,
+    Kind,
+    Manifest,
+    ModelInfo,
+    SourceInfo,
+    TemplateInfo,
+    TokenIds,
+    check_bundle,
+    sha256_file,
+)
 
 log = logging.getLogger(__name__)
 
-FORMAT_NAME = "impvlm-bundle"
-FORMAT_VERSION = 1
-SUPPORTED_FORMAT_VERSIONS = (1,)
-MANIFEST_FILE = "manifest.json"
-ONNX_DIR = "onnx"
-GGUF_DIR = "gguf"
 TOKENIZER_DIR = "tokenizer"
-#: Precisions ``write_gguf`` produces directly; every other GGUF type is quantized from one of them.
-GGUF_BASES = BASE_TYPES
 #: manifest ``tools`` key -> distribution name.
 TOOL_DISTRIBUTIONS = {
     "impvlm": "impvlm",
@@ -67,346 +66,27 @@ TOOL_DISTRIBUTIONS = {
     "gguf": "gguf",
     "llama_cpp": "llama-cpp-python",
 }
-#: Default calibration questions (asked about synthetic scenes) and text-only prompts.
-CALIBRATION_IMAGE_QUESTIONS = (
-    "What colour is the shape on the left?",
-    "How many shapes are there?",
-    "Describe the image concisely.",
-)
-CALIBRATION_TEXT_QUESTIONS = ("Write one sentence about the sea.", "What is two plus three?")
-
-
-#: Greedy tokens compared per calibration prompt.
-N_GREEDY = 16
-
-
-def judge_lm(result: dict[str, Any], logit_scale: float, qtype: str) -> dict[str, Any]:
-    """Pass/fail of one :func:`export.gguf_validate.validate_gguf` result, with the reason."""
-    gate = lm_gate(qtype)
-    logits = result.get("logits") or {}
-    rel = float(logits.get("mean_abs_logit_error", float("nan"))) / max(logit_scale, 1e-12)
-    kl = float(logits.get("mean_kl", float("nan")))
-    problems = []
-    if not result.get("tokenization", {}).get("match", False):
-        problems.append("llama.cpp tokenizes the prompts differently from the HF tokenizer")
-    if not rel <= gate.max_rel_logit_error:  # also catches NaN
-        problems.append(f"relative logit error {rel:.4g} > {gate.max_rel_logit_error}")
-    if not kl <= gate.max_mean_kl:
-        problems.append(f"mean KL {kl:.4g} > {gate.max_mean_kl}")
-    return {
-        "passed": not problems,
-        "relative_logit_error": rel,
-        "logit_scale": logit_scale,
-        "mean_kl": kl,
-        "gate": asdict(gate),
-        "reason": "; ".join(problems) or "ok",
-    }
-
-
-class Kind(StrEnum):
-    VISION = "vision"
-    LM = "lm"
-    TOKENIZER = "tokenizer"
-    MMPROJ = "mmproj"  # llama.cpp multimodal projector (export.mmproj)
-
-
-# ------------------------------------------------------------------------------------ manifest schema
-
-
-@dataclass(frozen=True)
-class FileRecord:
-    """One file of the bundle (key: its path relative to the bundle, with ``/``)."""
-
-    sha256: str
-    bytes: int
-    kind: str  # a Kind
-    precision: str | None = None
-
-
-@dataclass
-class Artifact:
-    """One runnable file: ``manifest[kind][precision]``."""
-
-    file: str
-    precision: str
-    export_seconds: float
-    validation: dict[str, Any] | None = None  # None: exported with validate=False
-    validation_seconds: float | None = None
-    extra_files: list[str] = field(default_factory=list)  # e.g. ONNX external data
-    details: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    id: str
-    language_model: str  # transformers model family of the LM
-    vision_tower: str  # transformers model_type of the tower
-    projector: str
-    embedding_width: int  # D_lm: width of image_features and of the LM's embeddings
-    vision_width: int
-    image_tokens: int  # N: embeddings one <image> token becomes
-    image_size: int
-    vocab_size: int
-    context_length: int
-
-
-@dataclass(frozen=True)
-class SourceInfo:
-    checkpoint: str
-    checkpoint_sha256: str  # impvlm.checkpoint.checkpoint_hash: config.json + weight files
-    layout: str  # "impvlm" or "upstream"
-
-
-@dataclass(frozen=True)
-class TemplateInfo:
-    """The conversation template, spelled out so a runtime needs no Python to build prompts."""
-
-    name: str
-    style: str
-    system: str
-    roles: list[str]
-    sep: str
-    sep2: str
-    stop_str: str
-    image_token: str
-    #: ``str.format`` patterns of a single-turn prompt ready for generation, with and without image.
-    question_prompt: str
-    question_prompt_text_only: str
-
-    @classmethod
-    def from_name(cls, name: str) -> TemplateInfo:
-        from impvlm.templates import IMAGE_TOKEN, get_template
-
-        t = get_template(name)
-        return cls(
-            name=t.name,
-            style=t.style,
-            system=t.system,
-            roles=list(t.roles),
-            sep=t.sep,
-            sep2=t.sep2,
-            stop_str=t.stop_str,
-            image_token=IMAGE_TOKEN,
-            question_prompt=_format_pattern(t.question_prompt("\0")),
-            question_prompt_text_only=_format_pattern(t.question_prompt("\0", with_image=False)),
-        )
-
-
-@dataclass(frozen=True)
-class TokenIds:
-    image: int | None  # None: the tokenizer has no <image> token; images go where the prompt says <image>
-    eos: int
-    pad: int | None
-    bos: int | None
-    stop: int  # id of template.stop_str: generation ends there
-
-
-@dataclass
-class Manifest:
-    """Everything ``manifest.json`` holds; field names are its keys."""
-
-    model: ModelInfo
-    source: SourceInfo
-    template: TemplateInfo
-    tokens: TokenIds
-    image: dict[str, Any]  # ImageProcessor.to_dict()
-    tokenizer: str  # folder, relative to the bundle
-    vision: dict[str, Artifact]
-    lm: dict[str, Artifact]
-    files: dict[str, FileRecord]
-    tools: dict[str, str | None]
-    timings: dict[str, float]
-    calibration: dict[str, Any] = field(default_factory=dict)  # what the GGUF checks ran on
-    mmproj: dict[str, Artifact] = field(default_factory=dict)  # llama.cpp mmproj GGUFs
-    tokenizer_info: TokenizerInfo | None = None  # None in bundles written before it was recorded
-    created: str = ""
-    format: str = FORMAT_NAME
-    format_version: int = FORMAT_VERSION
-
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        head = {k: out.pop(k) for k in ("format", "format_version", "created")}
-        return {**head, **out}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Manifest:
-        """Typed view of a manifest dict; raises KeyError / TypeError on a malformed one."""
-        return cls(
-            model=ModelInfo(**data["model"]),
-            source=SourceInfo(**data["source"]),
-            template=TemplateInfo(**data["template"]),
-            tokens=TokenIds(**data["tokens"]),
-            image=dict(data["image"]),
-            tokenizer=data["tokenizer"],
-            vision={k: Artifact(**v) for k, v in data["vision"].items()},
-            lm={k: Artifact(**v) for k, v in data["lm"].items()},
-            files={k: FileRecord(**v) for k, v in data["files"].items()},
-            tools=dict(data["tools"]),
-            timings=dict(data["timings"]),
-            calibration=dict(data.get("calibration") or {}),
-            mmproj={k: Artifact(**v) for k, v in (data.get("mmproj") or {}).items()},
-            tokenizer_info=TokenizerInfo(**data["tokenizer_info"]) if data.get("tokenizer_info") else None,
-            created=data.get("created", ""),
-            format=data["format"],
-            format_version=data["format_version"],
-        )
-
-    def write(self, bundle_dir: Path) -> Path:
-        path = Path(bundle_dir) / MANIFEST_FILE
-        path.write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        return path
-
-
-def _format_pattern(prompt: str) -> str:
-    return prompt.replace("{", "{{").replace("}", "}}").replace("\0", "{question}")
-
-
-# ------------------------------------------------------------------------------------ reading bundles
-
-
-def load_manifest(bundle_dir: str | Path, verify: bool = True) -> dict[str, Any]:
-    """Read ``manifest.json`` and (with ``verify``) check every file's size and sha256, then the
-    manifest against what the files say about themselves (:mod:`export.manifest_check`).
-
-    Raises:
-        BundleError: one line naming the problem: no such folder, no manifest, not a bundle, an
-            unsupported format version, a malformed manifest, a missing file, a changed file, a
-            manifest that disagrees with its files.
-    """
-    root = Path(bundle_dir)
-    if not root.is_dir():
-        raise BundleError(f"bundle folder not found: {root}")
-    path = root / MANIFEST_FILE
-    if not path.is_file():
-        raise BundleError(f"{root} has no {MANIFEST_FILE}: not an impvlm bundle (or an unfinished export)")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BundleError(f"{path} is not valid JSON: {exc}") from None
-    if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
-        raise BundleError(f"{path} is not an {FORMAT_NAME} manifest")
-    version = data.get("format_version")
-    if version not in SUPPORTED_FORMAT_VERSIONS:
-        raise BundleError(
-            f"{path}: bundle format version {version!r} is not supported by this impvlm "
-            f"(supports {', '.join(map(str, SUPPORTED_FORMAT_VERSIONS))})"
-        )
-    from export.manifest_check import check_fields, check_files
-
-    manifest = _typed(data, path)
-    check_fields(manifest, path)
-    if verify:
-        for rel, record in manifest.files.items():
-            _verify_file(root, rel, record)
-        check_files(root, manifest)
-    return data
-
-
-def _typed(data: dict[str, Any], path: Path) -> Manifest:
-    try:
-        manifest = Manifest.from_dict(data)
-    except KeyError as exc:
-        raise BundleError(f"{path} is malformed: missing key {exc}") from None
-    except (TypeError, AttributeError) as exc:
-        raise BundleError(f"{path} is malformed: {exc}") from None
-    sections = ((Kind.VISION, manifest.vision), (Kind.LM, manifest.lm), (Kind.MMPROJ, manifest.mmproj))
-    for kind, artifacts in sections:
-        for precision, artifact in artifacts.items():
-            for rel in (artifact.file, *artifact.extra_files):
-                if rel not in manifest.files:
-                    raise BundleError(f"{path} is malformed: {kind}/{precision} file {rel} is not in 'files'")
-    for rel in manifest.files:
-        pure = PurePosixPath(rel)
-        if pure.is_absolute() or ".." in pure.parts:
-            raise BundleError(f"{path} is malformed: file path {rel!r} leaves the bundle")
-    return manifest
-
-
-def _verify_file(root: Path, rel: str, record: FileRecord) -> None:
-    file = root / rel
-    if not file.is_file():
-        raise BundleError(f"bundle {root} is missing {rel}")
-    size = file.stat().st_size
-    if size != record.bytes:
-        raise BundleError(
-            f"{rel} in bundle {root} changed since export: {size} bytes, manifest says {record.bytes}"
-        )
-    if sha256_file(file) != record.sha256:
-        raise BundleError(f"{rel} in bundle {root} changed since export: sha256 does not match the manifest")
-
-
-def verify_bundle_matches(manifest: dict[str, Any] | Manifest, config: Any) -> None:
-    """Raise :class:`BundleError` when the bundle was made for a model other than ``config``'s.
-
-    Compares model id, embedding width, image token count, image size and vocabulary size with an
-    :class:`~impvlm.config.ImpConfig`.
-    """
-    info = manifest.model if isinstance(manifest, Manifest) else _typed(manifest, Path(MANIFEST_FILE)).model
-    pairs = (
-        ("model id", info.id, config.model_id),
-        ("embedding width", info.embedding_width, int(config.hidden_size)),
-        ("image tokens", info.image_tokens, int(config.num_image_tokens)),
-        ("image size", info.image_size, int(config.image_size)),
-        ("vocab size", info.vocab_size, int(config.vocab_size)),
-    )
-    wrong = [f"{name} {have!r} != {want!r}" for name, have, want in pairs if have != want]
-    if wrong:
-        raise BundleError(f"the bundle was made for another model ({'; '.join(wrong)}; bundle vs model)")
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-# ------------------------------------------------------------------------------------ writing bundles
 
 
 @dataclass(frozen=True)
 class ExportPlan:
-    """What to write, checked before anything is loaded."""
+    """What to write, checked before anything is loaded: the precisions of each kind."""
 
-    onnx: tuple[str, ...]
-    gguf: tuple[str, ...]
-    gguf_base: str | None  # the precision written by write_gguf; the rest is quantized from it
+    precisions: dict[str, tuple[str, ...]]  # by kind section, every kind of the registry
     validate: bool
-    mmproj: tuple[str, ...] = ()  # llama.cpp mmproj precisions
 
     @classmethod
     def make(
         cls, gguf: Sequence[str], onnx: Sequence[str], validate: bool, mmproj: Sequence[str] = ()
     ) -> ExportPlan:
-        from export.onnx_vision import check_precisions
-
-        onnx_list = tuple(check_precisions([p.strip().lower() for p in onnx if p.strip()]))
-        gguf_list = tuple(dict.fromkeys(p.strip().lower() for p in gguf if p.strip()))
-        if gguf_list:
-            known = _gguf_types()
-            if unknown := [p for p in gguf_list if p not in known]:
-                raise ExportError(f"unknown GGUF type {unknown[0]!r}; choose from {', '.join(known)}")
-        if not onnx_list and not gguf_list:
+        asked = {"gguf": gguf, "onnx": onnx, "mmproj": mmproj}  # by kind keyword
+        precisions = {kind.section: kind.plan(asked.get(kind.keyword, ())) for kind in KINDS}
+        if not any(precisions.values()):
             raise ExportError("nothing to export: ask for at least one ONNX precision or GGUF type")
-        base = None
-        if gguf_list:
-            base = "f32" if "f32" in gguf_list else "f16"
-        # --- mmproj: checked here, written by export.mmproj.export_mmproj
-        mmproj_list = tuple(dict.fromkeys(p.strip().lower() for p in mmproj if p.strip()))
-        if mmproj_list:
-            from export.mmproj import mmproj_types
-
-            if unknown := [p for p in mmproj_list if p not in mmproj_types()]:
-                raise ExportError(
-                    f"unknown mmproj type {unknown[0]!r}; choose from {', '.join(mmproj_types())}"
-                )
-            if not gguf_list:
-                raise ExportError(
-                    "--mmproj needs an LM GGUF in the bundle too (--gguf): libmtmd runs them together"
-                )
-        # --- end mmproj
-        plan = cls(onnx_list, gguf_list, base, validate, mmproj_list)
+        for kind in KINDS:
+            if precisions[kind.section] and kind.requires and not precisions[kind.requires[0]]:
+                raise ExportError(kind.requires[1])
+        plan = cls(precisions, validate)
         if plan.needs_llama_cpp and util.find_spec("llama_cpp") is None:
             raise ExportError(
                 "llama-cpp-python is not installed (needed to quantize / validate GGUF files): "
@@ -414,47 +94,15 @@ class ExportPlan:
             )
         return plan
 
-    @property
-    def quantized(self) -> tuple[str, ...]:
-        return tuple(p for p in self.gguf if p != self.gguf_base)
+    def kinds(self) -> Iterator[tuple[type[ArtifactKind], tuple[str, ...]]]:
+        """The kinds asked for, in bundle order, with their precisions."""
+        for kind in KINDS:
+            if self.precisions[kind.section]:
+                yield kind, self.precisions[kind.section]
 
     @property
     def needs_llama_cpp(self) -> bool:
-        return bool(self.quantized) or (self.validate and bool(self.gguf)) or bool(self.mmproj)
-
-    def n_steps(self, imatrix: bool = False) -> int:
-        """Progress-bar steps: load, onnx, gguf base + quants (+ imatrix), reference + checks, tokenizer, hash."""
-        gguf_steps = 0
-        if self.gguf:
-            gguf_steps = 1 + len(self.quantized) + (1 if imatrix and self.quantized else 0)
-            gguf_steps += 1 + len(self.gguf) if self.validate else 0
-        mmproj_steps = 1 if self.mmproj else 0  # one step for all mmproj files
-        return 3 + (1 if self.onnx else 0) + gguf_steps + mmproj_steps
-
-
-def _gguf_types() -> tuple[str, ...]:
-    return tuple(QUANT_TYPES)
-
-
-def default_calibration(config: Any) -> list[str]:
-    """A few single-turn prompts of the model's template, with and without ``<image>`` (distinct and
-    non-empty: the ``plain`` template of a stage-1 model drops the question, leaving ``<image>``)."""
-    from impvlm.templates import get_template
-
-    template = get_template(config.template)
-    prompts = [template.question_prompt(q) for q in CALIBRATION_IMAGE_QUESTIONS] + [
-        template.question_prompt(q, with_image=False) for q in CALIBRATION_TEXT_QUESTIONS
-    ]
-    return [p for p in dict.fromkeys(prompts) if p]
-
-
-def calibration_images(config: Any, prompts: Sequence[str]) -> Any:
-    """One synthetic scene per ``<image>`` tag across ``prompts`` (in order), or None without tags."""
-    from export.onnx_vision import parity_images
-    from impvlm.templates import IMAGE_TOKEN
-
-    n = sum(p.count(IMAGE_TOKEN) for p in prompts)
-    return parity_images(config, n_synthetic=n, n_random=0, seed=1) if n else None
+        return any(kind.needs_llama_cpp(wanted, self.validate) for kind, wanted in self.kinds())
 
 
 def export_bundle(
@@ -485,8 +133,8 @@ def export_bundle(
         onnx: vision encoder precisions (``fp32``, ``fp16``, ``int8``). Empty: no vision encoder.
         validate: compare every file with the PyTorch model (ONNX parity, GGUF ``validate_gguf``);
             a failed check raises :class:`ExportError` and leaves no bundle.
-        calibration_prompts: prompts for the GGUF checks (default :func:`default_calibration`);
-            each ``<image>`` gets a synthetic scene.
+        calibration_prompts: prompts for the GGUF checks (default
+            :func:`export.calibration.default_calibration`); each ``<image>`` gets a synthetic scene.
         threads: CPU threads for quantization and llama.cpp validation.
         tokenizer_dir: read the tokenizer from here instead of the checkpoint folder.
         optimize_onnx: run ONNX Runtime's graph optimizer (exact fusions only) on the vision graph.
@@ -500,24 +148,36 @@ def export_bundle(
     """
     from tqdm import tqdm
 
-    from export.manifest_check import check_files
-    from export.target import check_target, make_work_folder, move_into_place, os_reason, remove_empty
+    from export.target import check_target
     from impvlm.upstream import Parts
 
     plan = ExportPlan.make(gguf, onnx, validate, mmproj)
     parts = Parts.of(language_model, vision_tower)
-    checkpoint, out = Path(checkpoint), Path(out)
+    out = Path(out)
     check_target(out)
-    work, created = make_work_folder(out)
-    started = time.perf_counter()
-    bar = tqdm(total=plan.n_steps(imatrix), desc="export", unit="step", disable=not progress)
-    try:
-        manifest = _BundleWriter(plan, checkpoint, work, threads, bar, parts).run(
-            tokenizer_dir, calibration_prompts, optimize_onnx, imatrix
+    options = (parts, tokenizer_dir, calibration_prompts, threads, optimize_onnx, imatrix)
+    # load, tokenizer and hash; each kind adds its steps
+    with tqdm(total=3, desc="export", unit="step", disable=not progress) as bar:
+        steps = Steps(bar)
+        manifest = _publish(
+            out, lambda work: _BundleWriter(plan, Path(checkpoint), work, steps).run(*options)
         )
-        manifest.timings["total_seconds"] = round(time.perf_counter() - started, 3)
+    log.info("bundle written to %s in %.1fs", out, manifest.timings["total_seconds"])
+    return manifest
+
+
+def _publish(out: Path, write: Callable[[Path], Manifest]) -> Manifest:
+    """Run ``write`` into a hidden work folder next to ``out``, then write its manifest and rename the
+    folder into place; on any failure nothing is left behind."""
+    from export.target import make_work_folder, move_into_place, os_reason, remove_empty
+
+    work, created = make_work_folder(out)
+    try:
+        with Steps().timed() as total:
+            manifest = write(work)
+        manifest.timings["total_seconds"] = total.seconds
         manifest.write(work)
-        check_files(work, manifest)  # the bundle passes the checks every load makes
+        check_bundle(work, manifest)  # the bundle passes the checks every load makes
         move_into_place(work, out)
     except BaseException as exc:
         shutil.rmtree(work, ignore_errors=True)
@@ -525,55 +185,45 @@ def export_bundle(
         if isinstance(exc, OSError):
             raise ExportError(f"writing the bundle {out} failed: {os_reason(exc)}") from exc
         raise
-    finally:
-        bar.close()
-    log.info("bundle written to %s in %.1fs", out, manifest.timings["total_seconds"])
     return manifest
 
 
 class _BundleWriter:
-    """The steps of one export into a work folder; :func:`export_bundle` owns the folder's fate."""
+    """One export into a work folder: load, every kind asked for, the tokenizer, the file records.
+    :func:`export_bundle` owns the folder's fate."""
 
-    def __init__(
-        self, plan: ExportPlan, checkpoint: Path, work: Path, threads: int | None, bar: Any, parts: Any = None
-    ) -> None:
+    def __init__(self, plan: ExportPlan, checkpoint: Path, work: Path, steps: Steps) -> None:
         self.plan = plan
         self.checkpoint = checkpoint
-        self.parts = parts  # impvlm.upstream.Parts: base folders an upstream stage output only names
         self.work = work
-        self.threads = threads
-        self.bar = bar
-        self.timings: dict[str, float] = {}
-        self.calibration: dict[str, Any] = {}
+        self.steps = steps
 
     def run(
         self,
+        parts: Any,
         tokenizer_dir: str | Path | None,
         prompts: Sequence[str] | None,
+        threads: int | None,
         optimize_onnx: bool,
         imatrix: bool,
     ) -> Manifest:
-        from export.tokenizer_check import check_tokenizer
-        from impvlm.checkpoint import IMPVLM, checkpoint_hash, read_checkpoint
         from impvlm.image_processing import ImageProcessor
-        from impvlm.tokenizer import load_tokenizer, save_tokenizer
+        from impvlm.tokenizer import save_tokenizer
 
-        with self._step("load checkpoint", "load_seconds"):
-            reading = read_checkpoint(self.checkpoint, self.parts)
-            layout = "impvlm" if reading.layout is IMPVLM else "upstream"
-            model = reading.model()
-            tokenizer = load_tokenizer(tokenizer_dir) if tokenizer_dir else reading.tokenizer()
-            source_dir = tokenizer_dir or reading.tokens.tokenizer_dir  # a stage output uses its base's
-            tokenizer_info = check_tokenizer(model, tokenizer, self.checkpoint, source_dir)
+        with self.steps.step("load checkpoint", "load_seconds"):
+            model, tokenizer, source, tokenizer_info = self._load(parts, tokenizer_dir)
             tokens = _token_ids(model.config, tokenizer)
-            source = SourceInfo(str(self.checkpoint.resolve()), checkpoint_hash(reading), layout)
-        vision = self._vision(model, optimize_onnx) if self.plan.onnx else {}
-        lm = self._lm(model, tokenizer, prompts, imatrix) if self.plan.gguf else {}
-        mmproj = self._mmproj(model, tokenizer, prompts, lm) if self.plan.mmproj else {}
-        with self._step("tokenizer", "tokenizer_seconds"):
+        options = {"threads": threads, "prompts": prompts, "optimize_onnx": optimize_onnx, "imatrix": imatrix}
+        job = BundleJob(model, tokenizer, self.work, self.plan.validate, self.steps, **options)
+        calibration = self._kinds(job)
+        with self.steps.step("tokenizer", "tokenizer_seconds"):
             save_tokenizer(tokenizer, self.work / TOKENIZER_DIR)
-        with self._step("hash files", "hash_seconds"):
-            files = self._file_records(vision, lm, mmproj)
+        with self.steps.step("hash files", "hash_seconds"):
+            files = self._file_records(job.written)
+        artifacts = {
+            str(kind.section): {p: self._artifact(f) for p, f in job.written.get(kind.section, {}).items()}
+            for kind in KINDS
+        }
         config = model.config
         return Manifest(
             model=_model_info(config),
@@ -582,207 +232,66 @@ class _BundleWriter:
             tokens=tokens,
             image=ImageProcessor.from_config(config).to_dict(),
             tokenizer=TOKENIZER_DIR,
-            vision=vision,
-            lm=lm,
             files=files,
             tools=tool_versions(),
-            timings=self.timings,
-            calibration=self.calibration,
-            mmproj=mmproj,
+            timings=self.steps.timings,
+            calibration=calibration,
             tokenizer_info=tokenizer_info,
             created=datetime.now(UTC).isoformat(timespec="seconds"),
+            **artifacts,
         )
 
-    # -------------------------------------------------------------- steps
-    def _vision(self, model: Any, optimize: bool) -> dict[str, Artifact]:
-        from export.onnx_vision import PARITY_IMAGES_DESCRIPTION, export_vision_encoder
+    def _kinds(self, job: BundleJob) -> dict[str, Any]:
+        """Every kind asked for, in order, into ``job.written``; returns what their checks ran on."""
+        calibration: dict[str, Any] = {}
+        for kind_class, wanted in self.plan.kinds():
+            kind = kind_class.for_bundle(job)
+            self.steps.expect(kind.n_steps(wanted, job.validate))
+            with self.steps.timed(kind.timing_key):
+                job.written[kind.section] = kind.export(self.work / kind.folder, wanted, job.validate)
+            if (entry := kind.calibration(job)) is not None:
+                calibration[kind.calibration_key] = entry
+        return calibration
 
-        with self._step(f"onnx {','.join(self.plan.onnx)}", "onnx_seconds"):
-            exported = export_vision_encoder(
-                model, self.work / ONNX_DIR, self.plan.onnx, validate=self.plan.validate, optimize=optimize
-            )
-        if self.plan.validate:
-            self.calibration["onnx"] = {"images": PARITY_IMAGES_DESCRIPTION}
-        out = {}
-        for precision, a in exported.items():
-            details = {
-                **a.details,
-                "input": "pixel_values",
-                "output": "image_features",
-                "opset": a.opset,
-                "optimized": a.optimized,
-            }
-            out[precision] = Artifact(
-                file=self._rel(a.path),
-                precision=precision,
-                export_seconds=a.export_seconds,
-                validation=a.parity.to_dict() if a.parity else None,
-                validation_seconds=a.parity.seconds if a.parity else None,
-                extra_files=[self._rel(f) for f in a.files[1:]],
-                details=details,
-            )
-        return out
+    def _load(self, parts: Any, tokenizer_dir: str | Path | None) -> tuple[Any, Any, SourceInfo, Any]:
+        """The model, its tokenizer (checked against it), where they came from."""
+        from export.tokenizer_check import check_tokenizer
+        from impvlm.checkpoint import IMPVLM, checkpoint_hash, read_checkpoint
+        from impvlm.tokenizer import load_tokenizer
 
-    def _lm(
-        self, model: Any, tokenizer: Any, prompts: Sequence[str] | None, imatrix: bool
-    ) -> dict[str, Artifact]:
-        from export.gguf_lm import write_gguf
+        reading = read_checkpoint(self.checkpoint, parts)
+        layout = "impvlm" if reading.layout is IMPVLM else "upstream"
+        model = reading.model()
+        tokenizer = load_tokenizer(tokenizer_dir) if tokenizer_dir else reading.tokenizer()
+        source_dir = tokenizer_dir or reading.tokens.tokenizer_dir  # a stage output uses its base's
+        tokenizer_info = check_tokenizer(model, tokenizer, self.checkpoint, source_dir)
+        source = SourceInfo(str(self.checkpoint.resolve()), checkpoint_hash(reading), layout)
+        return model, tokenizer, source, tokenizer_info
 
-        plan = self.plan
-        assert plan.gguf_base is not None
-        prompts = list(prompts) if prompts else default_calibration(model.config)
-        images = calibration_images(model.config, prompts)
-        if plan.validate or (imatrix and plan.quantized):
-            self.calibration["gguf"] = {
-                "prompts": prompts,
-                "images": "one synthetic scene per <image> (impvlm.data.synthetic, seed 1)",
-                "n_greedy": N_GREEDY,
-            }
-        folder, scratch = self.work / GGUF_DIR, self.work / ".scratch"
-        keep_base = plan.gguf_base in plan.gguf
-        base_path = (folder if keep_base else scratch) / gguf_filename(plan.gguf_base)
-        artifacts: dict[str, Artifact] = {}
-        with self._step(f"gguf {plan.gguf_base}") as timer:
-            write_gguf(model, tokenizer, base_path, dtype=plan.gguf_base)
-        if keep_base:
-            artifacts[plan.gguf_base] = self._lm_artifact(
-                base_path, plan.gguf_base, timer.seconds, {"written_by": "write_gguf"}
-            )
-        if plan.quantized:
-            from export.quantize import compute_imatrix, quantize_gguf
-
-            imatrix_path = None
-            if imatrix:
-                with self._step("importance matrix", "imatrix_seconds"):
-                    imatrix_path = compute_imatrix(
-                        model, tokenizer, prompts, scratch / "imatrix.gguf", images
-                    )
-            for qtype in plan.quantized:
-                dst = folder / gguf_filename(qtype)
-                with self._step(f"gguf {qtype}") as timer:
-                    quantize_gguf(base_path, dst, qtype, imatrix=imatrix_path, threads=self.threads)
-                details = {"quantized_from": plan.gguf_base, "imatrix": imatrix_path is not None}
-                artifacts[qtype] = self._lm_artifact(dst, qtype, timer.seconds, details)
-        shutil.rmtree(scratch, ignore_errors=True)
-        if plan.validate:
-            self._validate_lm(model, tokenizer, prompts, images, artifacts)
-        return {p: artifacts[p] for p in plan.gguf}
-
-    def _validate_lm(
-        self, model: Any, tokenizer: Any, prompts: list[str], images: Any, artifacts: dict[str, Artifact]
-    ) -> None:
-        """validate_gguf on every file against one PyTorch reference, then :func:`judge_lm`."""
-        import numpy as np
-
-        from export.gguf_validate import torch_reference, validate_gguf
-
-        with self._step("pytorch reference", "reference_seconds"):
-            reference = torch_reference(model, tokenizer, prompts, images, n_greedy=N_GREEDY)
-            logit_scale = float(np.mean([lg.astype(np.float64).std(-1).mean() for lg in reference.logits]))
-        for precision, artifact in artifacts.items():
-            with self._step(f"validate {precision}") as timer:
-                result = validate_gguf(
-                    model, tokenizer, self.work / artifact.file, prompts, images, N_GREEDY,
-                    reference=reference, n_threads=self.threads,
-                )  # fmt: skip
-            result["verdict"] = verdict = judge_lm(result, logit_scale, precision)
-            if not verdict["passed"]:
-                raise ExportError(
-                    f"{artifact.file} ({precision}) does not match PyTorch: {verdict['reason']}"
-                )
-            artifact.validation = result
-            artifact.validation_seconds = timer.seconds
-
-    # --- mmproj: everything lives in export.mmproj; this only files the results
-    def _mmproj(
-        self, model: Any, tokenizer: Any, prompts: Sequence[str] | None, lm: dict[str, Artifact]
-    ) -> dict[str, Artifact]:
-        from export.mmproj import (
-            CHAT_TEMPLATE_FILE,
-            VALIDATION_IMAGES_DESCRIPTION,
-            export_mmproj,
-            llama_cpp_chat_template,
+    def _artifact(self, file: ArtifactFile) -> Artifact:
+        return Artifact(
+            file=self._rel(file.path),
+            precision=file.precision,
+            export_seconds=file.export_seconds,
+            validation=file.validation,
+            validation_seconds=file.validation_seconds,
+            extra_files=[self._rel(f) for f in file.files[1:]],
+            details=file.details,
         )
-        from impvlm.templates import IMAGE_TOKEN, get_template
 
-        best = next((p for p, q in QUANT_TYPES.items() if q.near_lossless and p in lm), next(iter(lm)))
-        image_prompts = [p for p in (prompts or default_calibration(model.config)) if IMAGE_TOKEN in p]
-        with self._step(f"mmproj {','.join(self.plan.mmproj)}", "mmproj_seconds"):
-            written = export_mmproj(
-                model,
-                tokenizer,
-                self.work / GGUF_DIR,
-                self.plan.mmproj,
-                lm_path=self.work / lm[best].file,
-                prompts=image_prompts,
-                validate=self.plan.validate,
-                threads=self.threads,
-            )
-        if self.plan.validate:
-            images = {"images": VALIDATION_IMAGES_DESCRIPTION, "lm": lm[best].file}
-            self.calibration["mmproj"] = {"prompts": image_prompts, **images}
-        # stock llama.cpp tools need the chat template: the LM GGUF carries none (a stage-1 model's
-        # plain template is no chat: its prompt is the image alone)
-        extra: list[str] = []
-        if get_template(model.config.template).style == "two":
-            template = self.work / GGUF_DIR / CHAT_TEMPLATE_FILE
-            template.write_text(llama_cpp_chat_template(model.config.template), encoding="utf-8")
-            extra.append(self._rel(template))
-        return {
-            p: Artifact(
-                self._rel(a.path),
-                p,
-                a.export_seconds,
-                a.validation,
-                a.validation_seconds,
-                extra_files=list(extra),
-                details=a.details or {},
-            )
-            for p, a in written.items()
-        }
-
-    # --- end mmproj
-
-    def _lm_artifact(self, path: Path, precision: str, seconds: float, details: dict[str, Any]) -> Artifact:
-        return Artifact(file=self._rel(path), precision=precision, export_seconds=seconds, details=details)
-
-    def _file_records(
-        self, vision: dict[str, Artifact], lm: dict[str, Artifact], mmproj: dict[str, Artifact] | None = None
-    ) -> dict[str, FileRecord]:
+    def _file_records(self, written: dict[str, dict[str, ArtifactFile]]) -> dict[str, FileRecord]:
         records: dict[str, FileRecord] = {}
-        for kind, artifacts in ((Kind.VISION, vision), (Kind.LM, lm), (Kind.MMPROJ, mmproj or {})):
-            for precision, artifact in artifacts.items():
-                for rel in (artifact.file, *artifact.extra_files):
-                    records[rel] = _record(self.work / rel, kind, precision)
-        for file in sorted((self.work / TOKENIZER_DIR).rglob("*")):
-            if file.is_file():
-                records[self._rel(file)] = _record(file, Kind.TOKENIZER, None)
+        for section, files in written.items():
+            for precision, file in files.items():
+                for path in file.files:
+                    records[self._rel(path)] = _record(path, section, precision)
+        for path in sorted((self.work / TOKENIZER_DIR).rglob("*")):
+            if path.is_file():
+                records[self._rel(path)] = _record(path, Kind.TOKENIZER, None)
         return records
 
-    # -------------------------------------------------------------- helpers
     def _rel(self, path: Path) -> str:
         return Path(path).relative_to(self.work).as_posix()
-
-    @contextlib.contextmanager
-    def _step(self, desc: str, timing_key: str | None = None) -> Iterator[_Timer]:
-        """One export step: shown on the bar, timed (``timer.seconds`` after the block)."""
-        self.bar.set_postfix_str(desc)
-        log.debug("export: %s", desc)
-        timer, started = _Timer(), time.perf_counter()
-        yield timer
-        timer.seconds = round(time.perf_counter() - started, 3)
-        if timing_key:
-            self.timings[timing_key] = timer.seconds
-        self.bar.update(1)
-
-
-@dataclass
-class _Timer:
-    seconds: float = 0.0
-
-
-def gguf_filename(precision: str) -> str:
-    return f"model-{precision}.gguf"
 
 
 def tool_versions() -> dict[str, str | None]:
@@ -796,7 +305,7 @@ def tool_versions() -> dict[str, str | None]:
     return out
 
 
-def _record(path: Path, kind: Kind, precision: str | None) -> FileRecord:
+def _record(path: Path, kind: str, precision: str | None) -> FileRecord:
     return FileRecord(
         sha256=sha256_file(path), bytes=path.stat().st_size, kind=str(kind), precision=precision
     )
@@ -844,10 +353,3 @@ def _token_ids(config: Any, tokenizer: Any) -> TokenIds:
         bos=None if config.bos_token_id is None else int(config.bos_token_id),
         stop=int(stop),
     )
-
-
-def iter_artifacts(manifest: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:
-    """``(kind, precision, entry)`` over the vision and lm sections of a manifest dict."""
-    for kind in (Kind.VISION, Kind.LM, Kind.MMPROJ):
-        for precision, entry in manifest.get(str(kind), {}).items():
-            yield str(kind), precision, entry

@@ -30,7 +30,7 @@ def describe_checkpoint(
     """The report ``imp info`` prints for a checkpoint folder."""
     import torch
 
-    from export.commands.info import format_size
+    from export.commands import format_size
     from impvlm.checkpoint import read_checkpoint
     from impvlm.modeling import ImpForCausalLM
     from impvlm.templates import get_template
@@ -99,7 +99,7 @@ def _parameter_counts(model: Any) -> dict[str, int]:
 
 def _export_plan(model: Any, counts: dict[str, int]) -> list[str]:
     """What the default ``imp export`` writes, with estimated sizes, and whether --mmproj can."""
-    from export.commands.info import format_size
+    from export.commands import format_size
     from export.errors import ExportError
     from export.gguf_lm import check_exportable
     from export.mmproj import mmproj_facts

@@ -21,6 +21,8 @@ from gguf import LlamaFileType
 from export.errors import ExportError
 from export.quant_types import QUANT_TYPES
 
+#: transformers names of the tanh-approximated GELU, the form ggml's ``gelu`` computes (LM and tower).
+TANH_GELUS = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")
 #: Base precisions written directly (others are quantized by llama.cpp from the f16 or f32 base):
 #: ``dtype`` name -> (numpy dtype of 2-D+ weights, ``general.file_type``).
 BASE_DTYPES: dict[str, tuple[type[np.floating], LlamaFileType]] = {
@@ -90,11 +92,21 @@ def read_file_type(path: str | Path) -> int:
     """``general.file_type`` of a GGUF file, read from its header without parsing the rest.
 
     ``gguf.GGUFReader`` builds every field, which for a 51200-token vocabulary takes seconds; this
-    reads key by key (skipping values) and stops at the one it needs.
+    reads key by key (skipping values) and stops at the one it needs. :class:`ExportError` names a
+    file that is no GGUF, a truncated or corrupt header, or a header without the key.
     """
+    path = Path(path)
+    try:
+        return _read_file_type(path)
+    except ExportError:
+        raise
+    except Exception as exc:  # truncated or corrupt header
+        raise ExportError(f"{path} is not a readable GGUF file: {exc}") from exc
+
+
+def _read_file_type(path: Path) -> int:
     import struct
 
-    path = Path(path)
     with path.open("rb") as f:
 
         def unpack(fmt: str) -> Any:

@@ -40,7 +40,7 @@ from gguf import MODEL_ARCH, MODEL_TENSOR, TENSOR_NAMES, GGUFType, LlamaFileType
 from transformers import PhiForCausalLM
 
 from export.errors import ExportError
-from export.gguf_file import BASE_DTYPES, GGUFTensor, write_gguf_file
+from export.gguf_file import BASE_DTYPES, TANH_GELUS, GGUFTensor, write_gguf_file
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +48,6 @@ ARCH = MODEL_ARCH.PHI2
 ARCH_NAME = gguf.MODEL_ARCH_NAMES[ARCH]  # "phi2"
 TOKENIZER_MODEL = "gpt2"
 TOKENIZER_PRE = "phi-2"
-#: Activations llama.cpp's phi2 graph computes (``ggml_gelu`` is the tanh approximation).
-TANH_GELUS = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")
 #: Leading parts of ``ImpForCausalLM.state_dict()`` keys that are not the language model.
 MULTIMODAL_PREFIXES = ("vision_tower.", "mm_projector.")
 

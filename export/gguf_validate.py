@@ -37,7 +37,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from export.calibration import N_GREEDY
 from export.errors import ExportError
+from export.gguf_file import read_file_type
+from export.quant_types import file_type_name
 from impvlm.templates import IMAGE_TOKEN
 
 
@@ -112,7 +115,7 @@ def torch_forward_inputs(
 
 @torch.no_grad()
 def torch_reference(
-    model: Any, tokenizer: Any, prompts: Sequence[str], images: Any = None, n_greedy: int = 16
+    model: Any, tokenizer: Any, prompts: Sequence[str], images: Any = None, n_greedy: int = N_GREEDY
 ) -> TorchReference:
     """Logits at every position and greedy continuations of the PyTorch model."""
     model.eval()
@@ -182,7 +185,8 @@ def _log_softmax(x: np.ndarray) -> np.ndarray:
     return x - np.log(np.exp(x).sum(-1, keepdims=True))
 
 
-def _summary(per_pos: list[dict[str, np.ndarray]]) -> dict[str, float | int] | None:
+def logit_summary(per_pos: list[dict[str, np.ndarray]]) -> dict[str, float | int] | None:
+    """Max / mean logit error, top-1 agreement and KL over every position of :func:`logit_metrics` rows."""
     if not per_pos:
         return None
     cat = {k: np.concatenate([p[k] for p in per_pos]) for k in per_pos[0]}
@@ -196,13 +200,10 @@ def _summary(per_pos: list[dict[str, np.ndarray]]) -> dict[str, float | int] | N
     }
 
 
-def _greedy_summary(ref: list[list[int]], got: list[list[int]], n: int) -> dict[str, Any]:
-    first_diff = []
-    for r, g in zip(ref, got):
-        diff = next((i for i, (a, b) in enumerate(zip(r, g)) if a != b), n)
-        first_diff.append(diff)
+def greedy_agreement(ref: list[list[int]], got: list[list[int]], n: int) -> dict[str, Any]:
+    """How far greedy continuations of ``n`` tokens agree with the reference's, prompt by prompt."""
+    first_diff = [next((i for i, (a, b) in enumerate(zip(r, g)) if a != b), n) for r, g in zip(ref, got)]
     return {
-        "n_tokens": n,
         "exact_match": float(np.mean([d == n for d in first_diff])) if first_diff else 1.0,
         # share of generated tokens before the first disagreement
         "prefix_agreement": float(np.mean(first_diff) / n) if n and first_diff else 1.0,
@@ -217,7 +218,7 @@ def validate_gguf(
     gguf_path: str | Path,
     prompts: list[str],
     images: np.ndarray | None,
-    n_greedy: int = 16,
+    n_greedy: int = N_GREEDY,
     *,
     reference: TorchReference | None = None,
     n_threads: int | None = None,
@@ -227,8 +228,7 @@ def validate_gguf(
     """Compare ``gguf_path`` in llama.cpp with ``model`` on ``prompts`` (and ``images``).
 
     Args:
-        model: the PyTorch model the file was exported from (its reference answers).
-        tokenizer: its HF tokenizer.
+        model / tokenizer: the PyTorch model the file was exported from and its HF tokenizer.
         gguf_path: an f32, f16 or quantized GGUF of the model's LM.
         prompts: probe prompts; those with ``<image>`` take the next row of ``images``.
         images: ``(B, 3, H, W)`` preprocessed pixel values, or ``None`` for text-only probes.
@@ -242,8 +242,7 @@ def validate_gguf(
         "seconds"}``. Logit summaries hold ``max_abs_logit_error``, ``mean_abs_logit_error``,
         ``top1_agreement``, ``mean_kl`` and ``max_kl`` over every position of the probes.
     """
-    from export.llama_session import LlamaSession
-    from export.quantize import quant_type_name
+    from export.llama import LlamaSession
 
     start = time.perf_counter()
     path = Path(gguf_path)
@@ -252,70 +251,82 @@ def validate_gguf(
     elif [p.prompt for p in reference.probes] != list(prompts) or reference.n_greedy != n_greedy:
         raise ExportError("the reference was computed for other prompts or another n_greedy")
     image_token = int(model.config.image_token_index)
-    longest = max(len(lg) for lg in reference.logits) + n_greedy + 1
-    longest_segment = max(
-        [len(s) for p in reference.probes for s in p.segments(image_token)]
-        + [f.shape[1] for f in reference.features if f is not None]
-    )
-    file_type = _file_type(path)
-    clean_up = bool(getattr(tokenizer, "clean_up_tokenization_spaces", False))
-
-    tok_mismatch, detok_mismatch = [], []
-    per_text, per_image, greedy = [], [], []
-    with LlamaSession(
-        path,
-        n_ctx=longest,
-        n_threads=n_threads,
-        n_batch=max(512, longest_segment),
-        all_logits=True,
-        kv_type=kv_type,
-        flash_attn=flash_attn,
-    ) as session:
+    file_type = read_file_type(path)
+    options = {"n_threads": n_threads, "kv_type": kv_type, "flash_attn": flash_attn}
+    with LlamaSession(path, **_sizes(reference, image_token), all_logits=True, **options) as session:
         if session.n_vocab != reference.logits[0].shape[-1]:
             raise ExportError(
                 f"{path.name} has {session.n_vocab} tokens but the model has {reference.logits[0].shape[-1]}"
             )
+        runs = _ProbeRuns(session, tokenizer, image_token)
         for i, probe in enumerate(reference.probes):
-            segments = probe.segments(image_token)  # what a runtime tokenizes: the text between images
-            if [session.tokenize(t, parse_special=True) for t in probe.prompt.split(IMAGE_TOKEN)] != segments:
-                tok_mismatch.append(i)
-            if not all(_detokenizes_like_hf(session, tokenizer, ids, clean_up) for ids in segments if ids):
-                detok_mismatch.append(i)
-            got, tokens = llama_run(session, probe, reference.features[i], image_token, n_greedy)
-            if got.shape != reference.logits[i].shape:
-                raise ExportError(
-                    f"llama.cpp produced {got.shape[0]} positions for prompt {i}, PyTorch {reference.logits[i].shape[0]}"
-                )
-            (per_image if probe.pixel_values is not None else per_text).append(
-                logit_metrics(reference.logits[i], got)
-            )
-            greedy.append(tokens)
-        settings = {
-            "n_threads": session.n_threads,
-            "n_ctx": session.n_ctx,
-            "n_batch": session.n_batch,
-            "kv_type": kv_type,
-            "flash_attn": flash_attn,
-        }
+            runs.run(i, probe, reference, n_greedy)
+        used = {"n_threads": session.n_threads, "n_ctx": session.n_ctx, "n_batch": session.n_batch}
     return {
         "file": path.name,
-        "quant_type": quant_type_name(file_type),
+        "quant_type": file_type_name(file_type),
         "file_type": file_type,
         "file_bytes": path.stat().st_size,
         "n_prompts": len(reference.probes),
-        "n_image_prompts": len(per_image),
-        "tokenization": {
-            "match": not tok_mismatch and not detok_mismatch,
-            "encode_mismatches": tok_mismatch,
-            "decode_mismatches": detok_mismatch,
-        },
-        "logits": _summary(per_text + per_image),
-        "logits_text": _summary(per_text),
-        "logits_image": _summary(per_image),
-        "greedy": _greedy_summary(reference.greedy, greedy, n_greedy),
-        "llama_cpp": settings,
+        **runs.summary(reference, n_greedy),
+        "llama_cpp": {**used, "kv_type": kv_type, "flash_attn": flash_attn},
         "seconds": round(time.perf_counter() - start, 3),
     }
+
+
+def _sizes(reference: TorchReference, image_token: int) -> dict[str, int]:
+    """Context for the longest probe and its greedy tokens; a batch for its longest segment."""
+    longest = max(len(lg) for lg in reference.logits) + reference.n_greedy + 1
+    longest_segment = max(
+        [len(s) for p in reference.probes for s in p.segments(image_token)]
+        + [f.shape[1] for f in reference.features if f is not None]
+    )
+    return {"n_ctx": longest, "n_batch": max(512, longest_segment)}
+
+
+class _ProbeRuns:
+    """The probes of one file in one llama.cpp session: tokenization checks, logits and greedy tokens."""
+
+    def __init__(self, session: Any, tokenizer: Any, image_token: int) -> None:
+        self.session, self.tokenizer, self.image_token = session, tokenizer, image_token
+        self.clean_up = bool(getattr(tokenizer, "clean_up_tokenization_spaces", False))
+        self.encode_mismatches: list[int] = []
+        self.decode_mismatches: list[int] = []
+        self.per_text: list[dict[str, np.ndarray]] = []
+        self.per_image: list[dict[str, np.ndarray]] = []
+        self.greedy: list[list[int]] = []
+
+    def run(self, i: int, probe: Probe, reference: TorchReference, n_greedy: int) -> None:
+        session = self.session
+        segments = probe.segments(self.image_token)  # what a runtime tokenizes: the text between images
+        if [session.tokenize(t, parse_special=True) for t in probe.prompt.split(IMAGE_TOKEN)] != segments:
+            self.encode_mismatches.append(i)
+        if not all(
+            _detokenizes_like_hf(session, self.tokenizer, ids, self.clean_up) for ids in segments if ids
+        ):
+            self.decode_mismatches.append(i)
+        got, tokens = llama_run(session, probe, reference.features[i], self.image_token, n_greedy)
+        if got.shape != reference.logits[i].shape:
+            raise ExportError(
+                f"llama.cpp produced {got.shape[0]} positions for prompt {i}, PyTorch {reference.logits[i].shape[0]}"
+            )
+        per_probe = self.per_image if probe.pixel_values is not None else self.per_text
+        per_probe.append(logit_metrics(reference.logits[i], got))
+        self.greedy.append(tokens)
+
+    def summary(self, reference: TorchReference, n_greedy: int) -> dict[str, Any]:
+        return {
+            "n_image_prompts": len(self.per_image),
+            "tokenization": {
+                "match": not self.encode_mismatches and not self.decode_mismatches,
+                "encode_mismatches": self.encode_mismatches,
+                "decode_mismatches": self.decode_mismatches,
+            },
+            "logits": logit_summary(self.per_text + self.per_image),
+            "logits_text": logit_summary(self.per_text),
+            "logits_image": logit_summary(self.per_image),
+            "greedy": {"n_tokens": n_greedy, **greedy_agreement(reference.greedy, self.greedy, n_greedy)},
+        }
 
 
 def _detokenizes_like_hf(session: Any, tokenizer: Any, ids: list[int], clean_up: bool) -> bool:
@@ -324,14 +335,3 @@ def _detokenizes_like_hf(session: Any, tokenizer: Any, ids: list[int], clean_up:
         if session.detokenize(ids, skip_special=skip, clean_up_spaces=clean_up) != hf:
             return False
     return True
-
-
-def _file_type(path: Path) -> int:
-    from export.gguf_file import read_file_type
-
-    try:
-        return read_file_type(path)
-    except ExportError:
-        raise
-    except Exception as exc:  # truncated or corrupt header
-        raise ExportError(f"{path} is not a readable GGUF file: {exc}") from exc

@@ -6,7 +6,7 @@ count, the system prompt) nor a file replaced together with its hash. So each fi
 what it says about itself, and a manifest that disagrees is refused with the first difference:
 
 - ``image``: a well-formed section whose size is the model's (:func:`check_fields`, always);
-- template: the strings of the named impvlm template the runtimes build prompts from;
+- template: the strings of the impvlm template of its name (``TemplateInfo.check``);
 - tokenizer: its identity hash, and the template's stop string / ``<image>`` at the recorded ids;
 - vision ONNX: input ``(batch, 3, S, S)`` with S the image size, output ``(batch, image_tokens,
   embedding_width)``, read from the graph without loading its weights (:mod:`export.onnx_io`);
@@ -23,12 +23,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from export.bundle import MANIFEST_FILE, TemplateInfo
-from impvlm.errors import BundleError, ImpError
+from impvlm.errors import BundleError
 
 #: Keys of the manifest's ``image`` section a runtime needs.
 IMAGE_KEYS = ("size", "mean", "std", "aspect_ratio")
@@ -41,7 +40,7 @@ def check_fields(manifest: Any, where: Path) -> None:
     """The manifest's own fields agree: sizes and ids are integers, and a usable ``image`` section
     has the model's image size.
 
-    ``manifest`` is a :class:`export.bundle.Manifest`; ``where`` names the manifest in messages.
+    ``manifest`` is a :class:`export.manifest.Manifest`; ``where`` is its ``manifest.json``.
     """
     from impvlm.image_processing import ImageProcessor
 
@@ -58,7 +57,7 @@ def check_fields(manifest: Any, where: Path) -> None:
     try:
         processor = ImageProcessor.from_config(image)
     except (TypeError, ValueError) as exc:
-        raise BundleError(f"{where} is malformed: image section {_short(image)}: {exc}") from None
+        raise BundleError(f"{where} is malformed: image section {short_repr(image)}: {exc}") from None
     if (
         not isinstance(image["size"], int)
         or processor.size != manifest.model.image_size
@@ -72,22 +71,24 @@ def check_fields(manifest: Any, where: Path) -> None:
         raise BundleError(f"{where} is malformed: image mean/std need three values (std > 0)")
 
 
-def check_files(root: Path, manifest: Any) -> None:
-    """Every file the manifest lists agrees with what the manifest says about it (see the module)."""
-    where = root / MANIFEST_FILE
-    _check_template(manifest, where)
-    tokens = _tokenizer_tokens(root, manifest, where)
+def check_files(where: Path, manifest: Any) -> None:
+    """Every file the manifest ``where`` lists agrees with what the manifest says about it (see the
+    module; the template is :meth:`export.manifest.TemplateInfo.check`'s)."""
+    tokens = _tokenizer_tokens(where, manifest)
     for precision, artifact in manifest.vision.items():
-        _check_onnx(root, manifest, precision, artifact)
+        _check_onnx(where, manifest, precision, artifact)
     for precision, artifact in manifest.lm.items():
-        _check_lm(root, manifest, precision, artifact.file, tokens)
+        _check_lm(where, manifest, precision, artifact.file, tokens)
     for precision, artifact in manifest.mmproj.items():
-        _check_mmproj(root, manifest, precision, artifact.file)
+        _check_mmproj(where, manifest, precision, artifact.file)
 
 
-def check_vision_shapes(manifest: Any, rel: str, pixels: Sequence[Any], features: Sequence[Any]) -> None:
+def check_vision_shapes(
+    where: Path, manifest: Any, rel: str, pixels: Sequence[Any], features: Sequence[Any]
+) -> None:
     """The vision graph ``rel`` takes ``(batch, 3, S, S)`` pixels and gives ``(batch, N, D)`` features
-    with S, N, D the manifest's image size, image tokens and embedding width (symbolic dims pass)."""
+    with S, N, D the image size, image tokens and embedding width of the manifest ``where`` (symbolic
+    dims pass)."""
     model, size = manifest.model, manifest.image["size"]
     expected = (
         ("input", pixels, (None, 3, size, size), ("", "channels", "image size", "image size")),
@@ -101,33 +102,19 @@ def check_vision_shapes(manifest: Any, rel: str, pixels: Sequence[Any], features
             )
         for have, wanted, name in zip(shape, want, names, strict=True):
             if wanted is not None and isinstance(have, int) and have != wanted:
-                raise _disagree(rel, name, have, wanted)
+                raise _disagree(where, rel, name, have, wanted)
 
 
 # ------------------------------------------------------------------------------------ per file kind
 
 
-def _check_template(manifest: Any, where: Path) -> None:
-    try:
-        named = TemplateInfo.from_name(manifest.template.name)
-    except ImpError as exc:
-        raise BundleError(f"{where}: {exc}") from None
-    for field in fields(named):
-        have, want = getattr(manifest.template, field.name), getattr(named, field.name)
-        if have != want:
-            raise BundleError(
-                f"{where}: template {named.name!r} {field.name} {_short(have)} is not the one this impvlm "
-                f"builds prompts with ({_short(want)}): the manifest was edited or needs a re-export"
-            )
-
-
-def _tokenizer_tokens(root: Path, manifest: Any, where: Path) -> dict[int, str]:
+def _tokenizer_tokens(where: Path, manifest: Any) -> dict[int, str]:
     """id -> token of the bundle's ``tokenizer.json``, checked against the manifest."""
     from tokenizers import Tokenizer
 
     from export.tokenizer_check import tokenizer_sha256
 
-    rel = f"{manifest.tokenizer}/tokenizer.json"
+    root, rel = where.parent, f"{manifest.tokenizer}/tokenizer.json"
     try:
         tokenizer = Tokenizer.from_file(str(root / rel))
     except Exception as exc:  # the tokenizers library raises its own Exception types
@@ -140,7 +127,7 @@ def _tokenizer_tokens(root: Path, manifest: Any, where: Path) -> dict[int, str]:
     by_id = {i: t for t, i in tokenizer.get_vocab(with_added_tokens=True).items()}
     if by_id and max(by_id) >= manifest.model.vocab_size:
         raise BundleError(
-            f"{rel} has token ids up to {max(by_id)}, {MANIFEST_FILE} says the vocabulary has "
+            f"{rel} has token ids up to {max(by_id)}, {where.name} says the vocabulary has "
             f"{manifest.model.vocab_size}: the manifest was edited or the tokenizer is from another model"
         )
     template, ids = manifest.template, manifest.tokens
@@ -156,10 +143,10 @@ def _tokenizer_tokens(root: Path, manifest: Any, where: Path) -> dict[int, str]:
     return by_id
 
 
-def _check_onnx(root: Path, manifest: Any, precision: str, artifact: Any) -> None:
+def _check_onnx(where: Path, manifest: Any, precision: str, artifact: Any) -> None:
     from export.onnx_io import OnnxFormatError, graph_io
 
-    rel, details = artifact.file, artifact.details or {}
+    root, rel, details = where.parent, artifact.file, artifact.details or {}
     try:
         io = graph_io(root / rel)
     except (OSError, OnnxFormatError) as exc:
@@ -168,12 +155,13 @@ def _check_onnx(root: Path, manifest: Any, precision: str, artifact: Any) -> Non
     for name, side in zip(names, (io.inputs, io.outputs), strict=True):
         if name not in side:
             raise BundleError(f"{rel} has no {name!r}; the manifest's vision/{precision} names it")
-    check_vision_shapes(manifest, rel, io.inputs[names[0]], io.outputs[names[1]])
+    check_vision_shapes(where, manifest, rel, io.inputs[names[0]], io.outputs[names[1]])
 
 
-def _check_lm(root: Path, manifest: Any, precision: str, rel: str, tokens: dict[int, str]) -> None:
+def _check_lm(where: Path, manifest: Any, precision: str, rel: str, tokens: dict[int, str]) -> None:
     from gguf import Keys
 
+    root = where.parent
     arch = _gguf_fields(root, rel, [Keys.General.ARCHITECTURE]).get(Keys.General.ARCHITECTURE)
     width, context = Keys.LLM.EMBEDDING_LENGTH.format(arch=arch), Keys.LLM.CONTEXT_LENGTH.format(arch=arch)
     wanted = [width, context, Keys.Tokenizer.EOS_ID, Keys.General.FILE_TYPE, Keys.Tokenizer.LIST]
@@ -186,7 +174,7 @@ def _check_lm(root: Path, manifest: Any, precision: str, rel: str, tokens: dict[
         ("file type", meta.get(Keys.General.FILE_TYPE), _file_type(precision)),
         ("vocabulary size", len(listed), manifest.model.vocab_size),
     ]
-    _compare(rel, pairs)
+    _compare(where, rel, pairs)
     for token_id, token in tokens.items():
         if listed[token_id] != token:
             raise BundleError(
@@ -195,9 +183,10 @@ def _check_lm(root: Path, manifest: Any, precision: str, rel: str, tokens: dict[
             )
 
 
-def _check_mmproj(root: Path, manifest: Any, precision: str, rel: str) -> None:
+def _check_mmproj(where: Path, manifest: Any, precision: str, rel: str) -> None:
     from gguf import Keys
 
+    root = where.parent
     clip = Keys.ClipVision
     wanted = [clip.IMAGE_SIZE, clip.PATCH_SIZE, clip.PROJECTION_DIM, clip.IMAGE_MEAN, clip.IMAGE_STD]
     meta = _gguf_fields(root, rel, [*wanted, Keys.General.FILE_TYPE])
@@ -209,11 +198,11 @@ def _check_mmproj(root: Path, manifest: Any, precision: str, rel: str) -> None:
         ("projection width", meta.get(clip.PROJECTION_DIM), manifest.model.embedding_width),
         ("file type", meta.get(Keys.General.FILE_TYPE), _file_type(precision)),
     ]
-    _compare(rel, pairs)
+    _compare(where, rel, pairs)
     for name, key in (("mean", clip.IMAGE_MEAN), ("std", clip.IMAGE_STD)):
         have, want = meta.get(key) or [], manifest.image[name]
         if len(have) != len(want) or not all(math.isclose(a, b, abs_tol=1e-6) for a, b in zip(have, want)):
-            raise _disagree(rel, f"image {name}", have, want)
+            raise _disagree(where, rel, f"image {name}", have, want)
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -236,20 +225,21 @@ def _file_type(precision: str) -> int | None:
     return int(QUANT_TYPES[precision].file_type) if precision in QUANT_TYPES else None
 
 
-def _compare(rel: str, pairs: list[tuple[str, Any, Any]]) -> None:
+def _compare(where: Path, rel: str, pairs: list[tuple[str, Any, Any]]) -> None:
     for name, have, want in pairs:
         if have != want:
-            raise _disagree(rel, name, have, want)
+            raise _disagree(where, rel, name, have, want)
 
 
-def _disagree(rel: str, name: str, have: Any, want: Any) -> BundleError:
+def _disagree(where: Path, rel: str, name: str, have: Any, want: Any) -> BundleError:
     return BundleError(
-        f"{rel} says {name} {_short(have)}, {MANIFEST_FILE} says {_short(want)}: the manifest was edited "
+        f"{rel} says {name} {short_repr(have)}, {where.name} says {short_repr(want)}: the manifest was edited "
         "or the file is from another model"
     )
 
 
-def _short(value: Any, limit: int = 60) -> str:
+def short_repr(value: Any, limit: int = 60) -> str:
+    """``repr`` of a value (a record as its dict), cut to ``limit`` characters."""
     text = repr(asdict(value) if hasattr(value, "__dataclass_fields__") else value)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 

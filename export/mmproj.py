@@ -3,9 +3,10 @@
 Stock llama.cpp tools (``llama-mtmd-cli``, ``llama-server``) run a LLaVA-1.5-style model from two
 files: the LM GGUF (:mod:`export.gguf_lm`) and an *mmproj* file holding the vision encoder and the
 projector, read by llama.cpp's multimodal library (libmtmd, ``tools/mtmd/clip.cpp``). This module
-writes that file, quantizes it, reads it back through libmtmd (:class:`MtmdEncoder`) and measures it
-against PyTorch (:func:`validate_mmproj`). The tools also need the model's chat template, which the LM
-GGUF does not carry: :func:`llama_cpp_chat_template` (the bundle's ``gguf/chat-template.jinja``).
+writes that file; :mod:`export.kinds.mmproj` quantizes it, and :mod:`export.mmproj_validate` reads it
+back through libmtmd (:class:`export.llama.MtmdEncoder`) and measures it against PyTorch. The tools
+also need the model's chat template, which the LM GGUF does not carry: :func:`llama_cpp_chat_template`
+(the bundle's ``gguf/chat-template.jinja``).
 
 What the file says (architecture ``clip``, projector type ``mlp``, the LLaVA graph of clip.cpp):
 
@@ -22,7 +23,7 @@ What the file says (architecture ``clip``, projector type ``mlp``, the LLaVA gra
   ``mlp2x_gelu`` uses the exact (erf) GELU: a small, measured drift.
 - Preprocessing is llama.cpp's own: for this projector it letterboxes (fit, then pad with the colour
   (122, 116, 104)) with its own bicubic resize, while Imp v1 squashes the image to a square.
-  :func:`validate_mmproj` measures both on the same pixels (file and graph) and end to end
+  :func:`~export.mmproj_validate.validate_mmproj` measures both on the same pixels (file and graph) and end to end
   (preprocessing included), at the feature level and on greedy answers.
 
 Example::
@@ -34,35 +35,23 @@ Example::
 
 from __future__ import annotations
 
-import collections
-import contextlib
-import ctypes
 import logging
-import shutil
-import threading
-import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import gguf
-import numpy as np
 from gguf import MODEL_TENSOR, TENSOR_NAMES, GGUFType, LlamaFileType
 
 from export.errors import ExportError
-from export.gguf_file import BASE_DTYPES, GGUFTensor, write_gguf_file
-from export.quant_types import QUANT_TYPES, mmproj_gate
+from export.gguf_file import BASE_DTYPES, TANH_GELUS, GGUFTensor, write_gguf_file
 
 log = logging.getLogger(__name__)
-mtmd_log = logging.getLogger("export.mtmd")
 
 ARCH_NAME = "clip"
 PROJECTOR_TYPE = gguf.VISION_PROJECTOR_TYPE_NAMES[gguf.VISION_PROJECTOR_TYPE.MLP]  # "mlp"
 #: The Imp projector llama.cpp's ``mlp`` graph computes: Linear, GELU, Linear (``mm.0`` / ``mm.2``).
 SUPPORTED_PROJECTORS = ("mlp2x_gelu",)
-TANH_GELUS = ("gelu_pytorch_tanh", "gelu_new", "gelu_fast")
 #: Tower activation (transformers name) -> ``clip.use_gelu`` (false = quick-GELU).
 USE_GELU = {**dict.fromkeys(TANH_GELUS, True), "gelu": True, "quick_gelu": False}
 #: llama.cpp's letterbox colour for the ``mlp`` projector (clip.cpp ``image_pad_color``).
@@ -207,7 +196,7 @@ def write_mmproj(model: Any, out_path: str | Path, dtype: str = "f16") -> Path:
     """Write the vision tower and projector of ``model`` (an ``ImpForCausalLM``) as an mmproj GGUF.
 
     ``dtype``: ``f32`` or ``f16`` (2-D+ weights; biases, norms and the class embedding stay f32).
-    Quantize the result with :func:`quantize_mmproj`. The file appears atomically.
+    Quantize the result with :func:`export.quantize.quantize_gguf`. The file appears atomically.
     """
     if dtype not in BASE_DTYPES:
         raise ExportError(f"unknown mmproj base dtype {dtype!r}; use one of {', '.join(BASE_DTYPES)}")
@@ -246,18 +235,6 @@ def _add_metadata(writer: gguf.GGUFWriter, config: Any, facts: MmprojFacts, file
     writer.add_vision_image_mean(list(facts.image_mean))
     writer.add_vision_image_std(list(facts.image_std))
     writer.add_array(ClipKeys.FEATURE_LAYER, [facts.feature_layer])
-
-
-def quantize_mmproj(src: str | Path, dst: str | Path, qtype: str, threads: int | None = None) -> Path:
-    """Quantize an f32/f16 mmproj with llama.cpp's quantizer (per-tensor fallbacks as for the LM:
-    rows that a block size does not divide, e.g. SigLIP's 1152 / 4304 for K-quants, fall back)."""
-    from export.quantize import quantize_gguf
-
-    return quantize_gguf(src, dst, qtype, threads=threads)
-
-
-def mmproj_filename(precision: str) -> str:
-    return f"mmproj-{precision}.gguf"
 
 
 #: libmtmd's default media marker: where ``llama-mtmd-cli`` puts an image's embeddings in a prompt.
@@ -322,472 +299,3 @@ def llama_cpp_chat_template(template: Any) -> str:
         f"{{%- if add_generation_prompt -%}}{{{{- {_jinja_str(assistant + ':')} -}}}}{{%- endif -%}}",
     ]
     return "\n".join(lines)
-
-
-# ------------------------------------------------------------------------------------ libmtmd reader
-_MTMD_LOCK = threading.Lock()
-_MTMD_STATE: dict[str, Any] = {}
-_MTMD_TAIL: collections.deque[str] = collections.deque(maxlen=30)
-
-
-def mtmd_module() -> Any:
-    """Import llama-cpp-python's libmtmd bindings once and route libmtmd's logs to ``export.mtmd``."""
-    from export.llama_session import llama_cpp_module
-
-    lib = llama_cpp_module()  # the llama backend first
-    with _MTMD_LOCK:
-        if "mtmd" in _MTMD_STATE:
-            return _MTMD_STATE["mtmd"]
-        try:
-            from llama_cpp import mtmd_cpp
-        except (ImportError, OSError) as exc:  # pragma: no cover - depends on the build
-            raise ExportError(f"llama-cpp-python was built without libmtmd (multimodal): {exc}") from exc
-
-        @lib.llama_log_callback
-        def _on_log(level: int, text: bytes, _user: Any) -> None:
-            line = text.decode("utf-8", errors="replace").rstrip("\n")
-            if line:
-                _MTMD_TAIL.append(line)
-                mtmd_log.log(logging.WARNING if level == 3 else logging.DEBUG, "%s", line)
-
-        mtmd_cpp.mtmd_log_set(_on_log, ctypes.c_void_p(0))
-        mtmd_cpp.mtmd_helper_log_set(_on_log, ctypes.c_void_p(0))
-        _MTMD_STATE["callback"] = _on_log  # keep the C callback alive
-        _MTMD_STATE["mtmd"] = mtmd_cpp
-        return mtmd_cpp
-
-
-def _mtmd_tail(n: int = 3) -> str:
-    lines = list(_MTMD_TAIL)
-    errors = [line for line in lines if "error" in line.lower() or "failed" in line.lower()]
-    return " | ".join((errors or lines)[-n:]) or "no details logged"
-
-
-class MtmdEncoder:
-    """An mmproj file loaded in libmtmd: RGB images in, projected image embeddings out.
-
-    libmtmd needs the text model the embeddings are for (it checks the width against the LM's), so
-    it is given a :class:`~export.llama_session.LlamaSession` of the LM GGUF; the session must
-    outlive the encoder. ``encode`` runs llama.cpp's own preprocessing (for this projector: fit and
-    letterbox to ``image_size``, bicubic) and graph, and returns ``(N, n_embd)`` float32: what stock
-    llama.cpp feeds its LM, ready for ``LlamaSession.eval_embeddings``.
-
-    Args:
-        mmproj_path: the mmproj GGUF.
-        session: the LM, loaded (its ``llama_model`` is shared, not copied).
-        n_threads: CPU threads for the vision graph (default: the session's).
-    """
-
-    def __init__(self, mmproj_path: str | Path, session: Any, n_threads: int | None = None) -> None:
-        self._ctx = None
-        self._lib = lib = mtmd_module()
-        self.path = Path(mmproj_path)
-        if not self.path.is_file():
-            raise ExportError(f"mmproj file not found: {self.path}")
-        self.n_embd = int(session.n_embd)
-        self.n_threads = int(n_threads or session.n_threads)
-        params = lib.mtmd_context_params_default()
-        params.use_gpu = False
-        params.print_timings = False
-        params.n_threads = self.n_threads
-        params.warmup = False
-        _MTMD_TAIL.clear()
-        # LlamaSession exposes no public handle of its llama_model; libmtmd borrows it.
-        self._ctx = lib.mtmd_init_from_file(str(self.path).encode(), session._model, params)
-        if not self._ctx:
-            raise ExportError(f"libmtmd cannot load {self.path}: {_mtmd_tail()}")
-        if not lib.mtmd_support_vision(self._ctx):
-            self.close()
-            raise ExportError(f"{self.path} has no vision encoder")
-        self._marker = lib.mtmd_default_marker()
-
-    def encode(self, rgb: np.ndarray) -> np.ndarray:
-        """``(H, W, 3)`` uint8 RGB -> ``(N, n_embd)`` float32 image embeddings (llama.cpp preprocessing)."""
-        lib = self._lib
-        image = np.ascontiguousarray(rgb, dtype=np.uint8)
-        if image.ndim != 3 or image.shape[2] != 3 or 0 in image.shape:
-            raise ExportError(f"expected an (H, W, 3) uint8 RGB image, got shape {tuple(image.shape)}")
-        height, width = image.shape[:2]
-        data = image.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8))
-        bitmap = lib.mtmd_bitmap_init(width, height, data)
-        if not bitmap:
-            raise ExportError("libmtmd could not create a bitmap")
-        chunks = lib.mtmd_input_chunks_init()
-        try:
-            text = lib.mtmd_input_text(self._marker, len(self._marker), False, True)
-            bitmaps = (lib.mtmd_bitmap_p_ctypes * 1)(bitmap)
-            _MTMD_TAIL.clear()
-            rc = lib.mtmd_tokenize(self._ctx, chunks, ctypes.byref(text), bitmaps, 1)
-            if rc != 0:
-                raise ExportError(f"mtmd_tokenize failed ({rc}): {_mtmd_tail()}")
-            chunk = self._image_chunk(chunks)
-            n_tokens = int(lib.mtmd_input_chunk_get_n_tokens(chunk))
-            rc = lib.mtmd_encode_chunk(self._ctx, chunk)
-            if rc != 0:
-                raise ExportError(f"mtmd_encode_chunk failed ({rc}): {_mtmd_tail()}")
-            ptr = lib.mtmd_get_output_embd(self._ctx)
-            if not ptr:
-                raise ExportError("libmtmd returned no embeddings")
-            return np.ctypeslib.as_array(ptr, shape=(n_tokens, self.n_embd)).copy()
-        finally:
-            lib.mtmd_input_chunks_free(chunks)
-            lib.mtmd_bitmap_free(bitmap)
-
-    def _image_chunk(self, chunks: Any) -> Any:
-        lib = self._lib
-        for i in range(int(lib.mtmd_input_chunks_size(chunks))):
-            chunk = lib.mtmd_input_chunks_get(chunks, i)
-            if lib.mtmd_input_chunk_get_type(chunk) == lib.MTMD_INPUT_CHUNK_TYPE_IMAGE:
-                return chunk
-        raise ExportError("libmtmd produced no image chunk")
-
-    def close(self) -> None:
-        if self._ctx:
-            self._lib.mtmd_free(self._ctx)
-            self._ctx = None
-
-    def __enter__(self) -> MtmdEncoder:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        with contextlib.suppress(Exception):  # interpreter shutdown
-            self.close()
-
-
-# ------------------------------------------------------------------------------------ validation
-#: The upstream defect a CLIP tower runs into (the llava graph appends the class token after the
-#: patches while its inputs assume it first): the file is right, the library computes something else.
-CLS_ORDER_BUG = "ggml-org/llama.cpp#25814"
-N_GREEDY = 16
-VALIDATION_IMAGES_DESCRIPTION = (
-    "synthetic scenes (impvlm.data.synthetic, seed 1) rendered at 2x the input size: square, "
-    "cropped to 4:3 landscape, 3:4 portrait and 2:1 wide, plus a uniform-noise square"
-)
-
-
-def validation_images(config: Any, seed: int = 1) -> list[Any]:
-    """Raw RGB images of several aspect ratios, where letterbox and squash differ (PIL images)."""
-    from PIL import Image
-
-    from impvlm.data.synthetic import Renderer, WorldConfig, sample_scene
-
-    rng = np.random.default_rng(seed)
-    world = WorldConfig(seed=seed)
-    side = 2 * max(int(config.image_size), 64)
-    renderer = Renderer(world, size=side)
-    scenes = [renderer(sample_scene(rng, world)) for _ in range(4)]
-    images = [
-        scenes[0],
-        scenes[1].crop((0, 0, side, side * 3 // 4)),
-        scenes[2].crop((0, 0, side * 3 // 4, side)),
-        scenes[3].crop((0, side // 4, side, side * 3 // 4)),
-        Image.fromarray(rng.integers(0, 256, size=(side // 2, side // 2, 3), dtype=np.uint8)),
-    ]
-    return images
-
-
-def feature_stats(got: np.ndarray, ref: np.ndarray) -> dict[str, float]:
-    """Per-token cosine (min / mean), max |error| and the reference's scale of ``(..., N, D)`` arrays."""
-    from export.onnx_vision import token_cosines
-
-    cos = token_cosines(got, ref)
-    return {
-        "min_cos": float(cos.min()),
-        "mean_cos": float(cos.mean()),
-        "max_abs_err": float(np.abs(got.astype(np.float64) - ref).max()),
-        "ref_max_abs": float(np.abs(ref).max()),
-    }
-
-
-def _torch_features(model: Any, pixels: np.ndarray) -> np.ndarray:
-    import torch
-
-    device = next(model.parameters()).device
-    with torch.no_grad():
-        return model.encode_images(torch.from_numpy(pixels).to(device)).float().cpu().numpy()
-
-
-def _cls_last_features(model: Any, pixels: np.ndarray) -> np.ndarray:
-    """What the buggy llava graph computes for a CLIP tower: class token appended after the patches
-    with positions in sequence order, output rows 1..N (:data:`CLS_ORDER_BUG`)."""
-    import torch
-
-    layers = mmproj_facts(model.config).block_count
-    emb = model.vision_tower.model.vision_model.embeddings
-    vision = model.vision_tower.model.vision_model
-    with torch.no_grad():
-        x = torch.from_numpy(pixels).to(emb.patch_embedding.weight.device, emb.patch_embedding.weight.dtype)
-        patches = emb.patch_embedding(x).flatten(2).transpose(1, 2)  # (B, N, C)
-        cls = emb.class_embedding.expand(patches.shape[0], 1, -1)  # (B, 1, C)
-        hidden = vision.pre_layrnorm(torch.cat([patches, cls], 1) + emb.position_embedding.weight[None])
-        for layer in vision.encoder.layers[:layers]:
-            out = layer(hidden, None, None)
-            hidden = out[0] if isinstance(out, tuple) else out
-        return model.mm_projector(hidden[:, 1:]).float().cpu().numpy()
-
-
-def _greedy_agreement(ref: list[list[int]], got: list[list[int]], n: int) -> dict[str, Any]:
-    first = [next((i for i, (a, b) in enumerate(zip(r, g)) if a != b), n) for r, g in zip(ref, got)]
-    return {
-        "exact_match": float(np.mean([d == n for d in first])),
-        "prefix_agreement": float(np.mean(first) / n),
-        "first_divergence": first,
-    }
-
-
-def _answer_run(session: Any, reference: Any, features: list[np.ndarray], image_token: int, n: int) -> dict:
-    """Greedy tokens and next-token agreement of the LM in llama.cpp fed ``features`` per probe."""
-    from export.gguf_validate import llama_run, logit_metrics
-
-    tokens, per_pos = [], []
-    for probe, feats, ref_logits in zip(reference.probes, features, reference.logits):
-        logits, greedy = llama_run(session, probe, feats, image_token, n)
-        tokens.append(greedy)
-        per_pos.append(logit_metrics(ref_logits, logits))
-    cat = {k: np.concatenate([p[k] for p in per_pos]) for k in per_pos[0]}
-    return {
-        **_greedy_agreement(reference.greedy, tokens, n),
-        "top1_agreement": float(cat["top1"].mean()),
-        "mean_kl": float(cat["kl"].mean()),
-    }
-
-
-def validate_mmproj(
-    model: Any,
-    tokenizer: Any,
-    mmproj_path: str | Path,
-    lm_path: str | Path,
-    prompts: Sequence[str],
-    images: Sequence[Any] | None = None,
-    n_greedy: int = N_GREEDY,
-    threads: int | None = None,
-) -> dict[str, Any]:
-    """Measure an mmproj file run by libmtmd against the PyTorch model, two ways.
-
-    - ``same_pixels``: llama.cpp gets the image already preprocessed the Imp way (squash or pad,
-      PIL bicubic, at the input size), so only the file and llama.cpp's graph differ;
-    - ``llama_cpp_preprocessing``: llama.cpp gets the raw image and preprocesses it itself
-      (letterbox, its own bicubic), which is what stock llama.cpp users run.
-
-    Each is measured on image features (per-token cosine, max abs error) and on greedy answers to
-    ``prompts`` (each ``<image>`` takes the next image, cycled) with the LM GGUF ``lm_path``:
-    exact match and prefix agreement of ``n_greedy`` tokens against PyTorch, top-1 agreement and KL
-    of the next-token distributions. ``lm_only`` feeds PyTorch's own features to the same LM, the
-    baseline that isolates the LM file's share of the drift. The verdict applies
-    :func:`mmproj_gate` to ``same_pixels`` features; everything else is recorded, not gated
-    (letterbox vs squash is a property of llama.cpp, not of the file).
-    """
-    from export.gguf_validate import torch_reference
-    from export.llama_session import LlamaSession
-    from export.quantize import quant_type_name, tensor_types
-    from impvlm.image_processing import ImageProcessor, load_image
-    from impvlm.templates import IMAGE_TOKEN
-
-    start = time.perf_counter()
-    path, lm_path = Path(mmproj_path), Path(lm_path)
-    config = model.config
-    processor = ImageProcessor.from_config(config)
-    raw = [load_image(i) for i in (images if images is not None else validation_images(config))]
-    squashed = [np.asarray(processor.resize(i)) for i in raw]
-    pixels = processor.batch(raw)  # what PyTorch sees
-    reference_features = _torch_features(model, pixels)  # (B, N, D)
-
-    n_tags = sum(p.count(IMAGE_TOKEN) for p in prompts)
-    order = [i % len(raw) for i in range(n_tags)]
-    reference = torch_reference(model, tokenizer, list(prompts), pixels[order] if n_tags else None, n_greedy)
-    image_token = int(config.image_token_index)
-    longest = max(len(lg) for lg in reference.logits) + n_greedy + 1
-    facts = mmproj_facts(config)
-
-    n_batch = max(512, facts.image_tokens)
-    with LlamaSession(lm_path, n_ctx=longest, n_threads=threads, n_batch=n_batch, all_logits=True) as session:
-        with MtmdEncoder(path, session, n_threads=threads) as encoder:
-            same = np.stack([encoder.encode(a) for a in squashed])
-            native = np.stack([encoder.encode(np.asarray(i)) for i in raw])
-        if same.shape != reference_features.shape:
-            raise ExportError(
-                f"libmtmd gives {same.shape[1]} x {same.shape[2]} image embeddings, PyTorch "
-                f"{reference_features.shape[1]} x {reference_features.shape[2]}: {path.name} is not this model's"
-            )
-
-        def per_probe(feats: np.ndarray) -> list[np.ndarray | None]:
-            out, used = [], 0
-            for probe in reference.probes:
-                k = probe.ids.count(image_token)
-                out.append(feats[order[used : used + k]] if k else None)
-                used += k
-            return out
-
-        runs = {"lm_only": reference_features, "same_pixels": same, "llama_cpp_preprocessing": native}
-        answers = {
-            name: _answer_run(session, reference, per_probe(feats), image_token, n_greedy)
-            for name, feats in runs.items()
-        }
-        settings = {"n_threads": session.n_threads, "kv_type": "f16"}
-
-    precision = quant_type_name(_file_type(path))
-    features = {
-        "same_pixels": feature_stats(same, reference_features),
-        "llama_cpp_preprocessing": {
-            **feature_stats(native, reference_features),
-            "per_image": [
-                {"size": list(img.size), "mean_cos": feature_stats(n[None], r[None])["mean_cos"]}
-                for img, n, r in zip(raw, native, reference_features)
-            ],
-        },
-    }
-    bug = None
-    if facts.has_class_embedding:
-        simulated = feature_stats(same, _cls_last_features(model, pixels))
-        features["cls_last_simulation"] = simulated
-        if simulated["mean_cos"] > features["same_pixels"]["mean_cos"] and simulated["mean_cos"] > 0.99:
-            bug = CLS_ORDER_BUG
-    result = {
-        "file": path.name,
-        "precision": precision,
-        "file_bytes": path.stat().st_size,
-        "tensor_types": dict(collections.Counter(tensor_types(path).values())),
-        "lm_file": lm_path.name,
-        "n_images": len(raw),
-        "images": VALIDATION_IMAGES_DESCRIPTION if images is None else f"{len(raw)} given images",
-        "preprocessing": {
-            "pytorch": f"{config.image_aspect_ratio} to {config.image_size}x{config.image_size} (PIL bicubic)",
-            "llama_cpp": f"letterbox to {config.image_size}x{config.image_size}, pad colour "
-            f"{LLAMA_CPP_PAD_COLOUR} (llama.cpp bicubic)",
-        },
-        "features": features,
-        "answers": {"n_prompts": len(prompts), "n_greedy": n_greedy, **answers},
-        "llama_cpp": settings,
-        "seconds": round(time.perf_counter() - start, 3),
-    }
-    result["verdict"] = judge_mmproj(result, precision, bug)
-    return result
-
-
-def judge_mmproj(result: dict[str, Any], qtype: str, upstream_bug: str | None = None) -> dict[str, Any]:
-    """Pass/fail of :func:`validate_mmproj`'s ``same_pixels`` features against :func:`mmproj_gate`."""
-    gate = mmproj_gate(qtype)
-    same = result["features"]["same_pixels"]
-    problems = []
-    if not same["min_cos"] >= gate.min_cos:  # also catches NaN
-        problems.append(f"min cos {same['min_cos']:.5f} < {gate.min_cos}")
-    if not same["mean_cos"] >= gate.mean_cos:
-        problems.append(f"mean cos {same['mean_cos']:.5f} < {gate.mean_cos}")
-    reason = "; ".join(problems) or "ok"
-    if problems and upstream_bug:
-        reason += (
-            f" - libmtmd computes the class token last ({upstream_bug}, matches a simulation of the bug):"
-            " the file is right for llama.cpp builds with the fix"
-        )
-    return {"passed": not problems, "gate": asdict(gate), "reason": reason, "upstream_bug": upstream_bug}
-
-
-def describe_validation(validation: dict[str, Any]) -> str:
-    """One line for ``imp info`` / ``imp export``: same-pixel and end-to-end parity."""
-    same = validation["features"]["same_pixels"]
-    native = validation["features"]["llama_cpp_preprocessing"]
-    answers = validation["answers"]
-    status = "" if validation["verdict"]["passed"] else "FAILED "
-    return (
-        f"{status}cos same pixels {same['mean_cos']:.6f}, letterbox {native['mean_cos']:.4f}; greedy exact "
-        f"{answers['same_pixels']['exact_match']:.2f} / {answers['llama_cpp_preprocessing']['exact_match']:.2f}"
-    )
-
-
-def _file_type(path: Path) -> int:
-    reader = gguf.GGUFReader(str(path))
-    field = reader.get_field(gguf.Keys.General.FILE_TYPE)
-    return int(field.contents()) if field is not None else int(LlamaFileType.ALL_F32)
-
-
-# ------------------------------------------------------------------------------------ bundle step
-@dataclass
-class MmprojArtifact:
-    """One mmproj file written by :func:`export_mmproj` (``validation`` is None when not checked)."""
-
-    path: Path
-    precision: str
-    export_seconds: float
-    validation: dict[str, Any] | None = None
-    validation_seconds: float | None = None
-    details: dict[str, Any] | None = None
-
-
-def default_image_prompts(config: Any) -> list[str]:
-    """Single-turn prompts with one image each, in the model's template, for the answer check."""
-    from impvlm.templates import get_template
-
-    questions = ("What colour is the shape on the left?", "How many shapes are there?", "Describe the image.")
-    return [get_template(config.template).question_prompt(q) for q in questions]
-
-
-def mmproj_types() -> tuple[str, ...]:
-    """Every precision ``--mmproj`` accepts: the bases and llama.cpp's quantization types."""
-    return tuple(QUANT_TYPES)
-
-
-def export_mmproj(
-    model: Any,
-    tokenizer: Any,
-    folder: str | Path,
-    precisions: Sequence[str],
-    *,
-    lm_path: str | Path | None = None,
-    prompts: Sequence[str] = (),
-    validate: bool = True,
-    threads: int | None = None,
-) -> dict[str, MmprojArtifact]:
-    """Write ``mmproj-<precision>.gguf`` for each precision into ``folder`` (and validate them).
-
-    ``f32`` / ``f16`` are written directly; other types are quantized from the f32 base when ``f32``
-    is asked for, else from f16 (an unasked base is written to a scratch file and removed).
-    With ``validate``, each file goes through :func:`validate_mmproj` with the LM GGUF ``lm_path``
-    and the image ``prompts``; a file below its gate raises :class:`ExportError`.
-    """
-    folder = Path(folder)
-    wanted = list(dict.fromkeys(p.strip().lower() for p in precisions if p.strip()))
-    if unknown := [p for p in wanted if p not in mmproj_types()]:
-        raise ExportError(f"unknown mmproj type {unknown[0]!r}; choose from {', '.join(mmproj_types())}")
-    if validate and lm_path is None:
-        raise ExportError("validating an mmproj needs the LM GGUF it runs with")
-    prompts = list(prompts) or default_image_prompts(model.config)
-    mmproj_facts(model.config)  # refuse early, before writing anything
-    base = "f32" if "f32" in wanted else "f16"
-    keep_base = base in wanted
-    scratch = folder / ".mmproj-scratch"
-    base_path = (folder if keep_base else scratch) / mmproj_filename(base)
-    out: dict[str, MmprojArtifact] = {}
-    try:
-        started = time.perf_counter()
-        write_mmproj(model, base_path, dtype=base)
-        if keep_base:
-            seconds = round(time.perf_counter() - started, 3)
-            out[base] = MmprojArtifact(base_path, base, seconds, details={"written_by": "write_mmproj"})
-        for qtype in (p for p in wanted if p != base):
-            started = time.perf_counter()
-            dst = quantize_mmproj(base_path, folder / mmproj_filename(qtype), qtype, threads=threads)
-            seconds = round(time.perf_counter() - started, 3)
-            out[qtype] = MmprojArtifact(dst, qtype, seconds, details={"quantized_from": base})
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    facts = asdict(mmproj_facts(model.config))
-    for artifact in out.values():
-        format_facts = {"architecture": ARCH_NAME, "projector_type": PROJECTOR_TYPE}
-        artifact.details = {**(artifact.details or {}), **format_facts, **facts}
-        if not validate:
-            continue
-        started = time.perf_counter()
-        result = validate_mmproj(model, tokenizer, artifact.path, Path(lm_path), prompts, threads=threads)
-        if not result["verdict"]["passed"]:
-            raise ExportError(
-                f"{artifact.path.name} ({artifact.precision}) does not match PyTorch in libmtmd: "
-                f"{result['verdict']['reason']}"
-            )
-        artifact.validation = result
-        artifact.validation_seconds = round(time.perf_counter() - started, 3)
-    return {p: out[p] for p in wanted}

@@ -66,6 +66,29 @@ MMPROJ_GATES: tuple[tuple[int, MmprojGate], ...] = (
 
 
 @dataclass(frozen=True)
+class AccuracyMargin:
+    """How much benchmark accuracy a precision class may lose against the reference (``imp compare``).
+
+    ``max_drop``: largest drop of a benchmark's headline, in percentage points; ``min_agreement``:
+    lowest share of questions answered the same (same parsed answer), in percent (``None``: not held).
+    """
+
+    max_drop: float
+    min_agreement: float | None = None
+
+
+#: f16 / q8_0 LM with fp32 / fp16 vision: lose at most 0.2 pt with at least 99% of answers the same.
+NEAR_LOSSLESS_MARGIN = AccuracyMargin(max_drop=0.2, min_agreement=99.0)
+#: 4-6 bit LM or int8 vision: lose at most 1 pt.
+QUANTIZED_MARGIN = AccuracyMargin(max_drop=1.0)
+
+
+def accuracy_margin(near_lossless: bool) -> AccuracyMargin:
+    """The margin of the near-lossless class, or of the quantized one."""
+    return NEAR_LOSSLESS_MARGIN if near_lossless else QUANTIZED_MARGIN
+
+
+@dataclass(frozen=True)
 class QuantType:
     """One GGUF weight type, as llama.cpp's ``llama-quantize`` spells it (lower case).
 
@@ -93,12 +116,9 @@ class QuantType:
         return self.bits >= 8
 
     @property
-    def lm_gate(self) -> LMGate:
-        return _tier(LM_GATES, self.bits)
-
-    @property
-    def mmproj_gate(self) -> MmprojGate:
-        return _tier(MMPROJ_GATES, self.bits)
+    def margin(self) -> AccuracyMargin:
+        """The benchmark accuracy this type may lose (:func:`accuracy_margin` of its class)."""
+        return accuracy_margin(self.near_lossless)
 
 
 def _tier(tiers: tuple[tuple[int, G], ...], bits: int) -> G:

@@ -35,7 +35,7 @@ import numpy as np
 from gguf import LlamaFileType
 
 from export.errors import ExportError
-from export.quant_types import QUANT_TYPES, file_type_name, quant_type
+from export.quant_types import QUANT_TYPES, quant_type
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +49,6 @@ def resolve_quant_type(qtype: str) -> LlamaFileType:
     if row is None:
         raise ExportError(f"unknown quantization type {qtype!r}; valid: {', '.join(QUANT_TYPES)}")
     return row.file_type
-
-
-def quant_type_name(file_type: int) -> str:
-    """The :data:`QUANT_TYPES` name of a ``general.file_type`` value (``"ftype_<n>"`` if not listed)."""
-    return file_type_name(file_type)
 
 
 def quantize_gguf(
@@ -76,7 +71,7 @@ def quantize_gguf(
     src, dst = Path(src), Path(dst)
     if not src.is_file():
         raise ExportError(f"GGUF file to quantize not found: {src}")
-    from export.llama_session import clear_log, llama_cpp_module, log_tail
+    from export.llama import clear_log, llama_cpp_module, log_tail
 
     lib = llama_cpp_module()
     params = lib.llama_model_quantize_default_params()

@@ -12,8 +12,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from export.bundle import MANIFEST_FILE
 from export.errors import ExportError
+from export.manifest import MANIFEST_FILE
 
 
 def check_target(out: Path) -> None:

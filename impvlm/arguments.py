@@ -51,3 +51,20 @@ def add_max_image_pixels(
         help="refuse images larger than N pixels (width x height) before decoding them "
         f"(decompression bombs; default {DEFAULT_MAX_IMAGE_PIXELS:,}; Pillow's own hard limit still applies)",
     )
+
+
+def add_upstream_parts(parser: argparse.ArgumentParser, scope: str = "") -> None:
+    """``--vision-tower`` / ``--language-model``: local folders for the parts an upstream checkpoint
+    only names (a tower hub id, the Phi-2 base of a stage output). ``scope`` prefixes the help
+    (``"checkpoint only: "`` where the command also takes a bundle)."""
+    parser.add_argument(
+        "--vision-tower",
+        metavar="DIR",
+        help=f"{scope}local SigLIP / CLIP folder (HF layout), for an upstream checkpoint that only names "
+        "its tower (a hub id)",
+    )
+    parser.add_argument(
+        "--language-model",
+        metavar="DIR",
+        help=f"{scope}local Phi-2 folder (HF layout), the base of an upstream stage output",
+    )

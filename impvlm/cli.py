@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 # name -> (module with configure/run, one-line help)
@@ -33,6 +34,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "compare": (
         "benchmarks.commands.compare",
         "compare runs across runtimes and quants: deltas, agreement, verdict",
+    ),
+    "check": (
+        "benchmarks.commands.check",
+        "does accuracy hold? answer both runtimes in a seeded order until each verdict is decided",
     ),
     "bench-speed": (
         "benchmarks.commands.bench_speed",
@@ -80,12 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def user_errors() -> tuple[type[Exception], ...]:
-    """The errors ``imp`` prints as one line: :class:`ImpError` and the benchmarks' own base (the
-    scorers import nothing of impvlm, so theirs cannot derive from it)."""
-    from benchmarks.base import BenchmarkError
-    from impvlm.errors import ImpError
+    """The errors ``imp`` prints as one line: the root of every user error, :class:`impdefs.ImpError`
+    (the benchmarks' errors derive from it too)."""
+    from impdefs import ImpError
 
-    return (ImpError, BenchmarkError)
+    return (ImpError,)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,7 +114,12 @@ def main(argv: list[str] | None = None) -> int:
 
     module = importlib.import_module(args._module)
     try:
-        return int(module.run(args) or 0)
+        status = int(module.run(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, inside the wrapper, not at interpreter exit
+        return status
+    except BrokenPipeError:  # `imp info BUNDLE | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
+        return 141  # 128 + SIGPIPE, as a shell reports a writer stopped by a closed pipe
     except user_errors() as exc:
         print(f"imp {args.command}: error: {exc}", file=sys.stderr)
         return 2

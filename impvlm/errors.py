@@ -3,14 +3,25 @@
 Every mistake a user can make (a bad option, a missing file, a broken record) raises an
 :class:`ImpError` whose message is one line naming the thing at fault. The ``imp`` command prints
 that line and exits with status 2 instead of a traceback (as it does for a failed file operation,
-an :class:`OSError`, with :func:`os_error_line`).
+an :class:`OSError`, with :func:`os_error_line`). The root, :class:`ImpError`, is defined in
+:mod:`impdefs` (below every package, so the benchmark scorers can derive from it without importing
+impvlm) and re-exported here.
 """
 
 from __future__ import annotations
 
+from impdefs import ImpError
 
-class ImpError(Exception):
-    """A user-facing error with a one-line message naming what is at fault."""
+__all__ = [
+    "BundleError",
+    "CheckpointError",
+    "ConfigError",
+    "DataError",
+    "ImageError",
+    "ImageTooLargeError",
+    "ImpError",
+    "os_error_line",
+]
 
 
 class ConfigError(ImpError, ValueError):

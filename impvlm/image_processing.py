@@ -124,11 +124,17 @@ class ImageProcessor:
             "rescale": 1 / 255,
         }
 
+    @property
+    def pad_colour(self) -> tuple[int, ...]:
+        """The mean colour a ``pad`` image is filled with, truncated to 8 bits as upstream's
+        ``expand2square(image, tuple(int(x * 255) for x in image_processor.image_mean))`` does it."""
+        return tuple(int(m * 255) for m in self.mean)
+
     def resize(self, image: ImageInput) -> Image.Image:
         """RGB, optional pad to square with the mean colour, bicubic resize to ``size``."""
         image = load_image(image, self.max_pixels)
         if self.aspect_ratio == "pad":
-            image = pad_to_square(image, tuple(round(m * 255) for m in self.mean))
+            image = pad_to_square(image, self.pad_colour)
         return image.resize((self.size, self.size), Image.Resampling.BICUBIC)
 
     def __call__(self, image: ImageInput) -> np.ndarray:

@@ -17,19 +17,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+# The image token and the short-answer instruction are defined in impdefs, below every package.
+from impdefs import IMAGE_TOKEN
+from impdefs import SHORT_ANSWER_SUFFIX as SHORT_ANSWER_SUFFIX
 from impvlm.errors import ConfigError, DataError
 
-#: Where an image goes in a prompt; the tokenizer holds it as one special token.
-IMAGE_TOKEN = "<image>"
 #: The id an image position gets when the tokenizer has no ``<image>`` token: upstream's
 #: ``IMAGE_TOKEN_INDEX`` (LLaVA, Imp and LLaVA-Phi training code split the prompt text at ``<image>``
 #: and insert it). Never an embedding row: the image's features replace it.
 IMAGE_SENTINEL = -200
-#: LLaVA-1.5's short-answer instruction, the last line of a short-answer question (the question files
-#: of VQAv2, GQA, VizWiz, TextVQA, POPE, MME and the synthetic training set carry it in their text).
-SHORT_ANSWER_SUFFIX = "Answer the question using a single word or phrase."
 IGNORE_INDEX = -100
 Role = Literal["user", "assistant"]
+Style = Literal["two", "plain"]
+#: How a template lays a conversation out (see :class:`Template`).
+TEMPLATE_STYLES: tuple[Style, ...] = ("two", "plain")
 
 PHI2_SYSTEM = (
     "A chat between a curious user and an artificial intelligence assistant. "
@@ -58,7 +59,7 @@ class Template:
     """
 
     name: str
-    style: Literal["two", "plain"]
+    style: Style
     system: str
     roles: tuple[str, str]
     sep: str

@@ -5,25 +5,24 @@ same on every backend lives here: rendering the template, splitting the prompt a
 tokenizing with the model's own ``tokenizer.json``, greedy / seeded sampling, stop handling,
 detokenizing without special tokens, streaming, timings, and reuse of work between calls (image
 features by content hash, and the KV cache of the longest shared prefix). Backends only implement
-how to encode pixels and how to evaluate tokens / embeddings into their KV cache.
+how to encode pixels and how to evaluate tokens / embeddings into their KV cache, and, to answer
+several questions about one image together (``generate_many``), how to fork that cache into
+sequences and extend them all in one batch.
 
 Example::
 
     rt = load_runtime("work/bundle")            # or a checkpoint folder
     out = rt.generate(["cat.png"], "What colour is the circle?")
     print(out.text, out.timings.decode_tokens_per_s)
+    outs = rt.generate_many(["cat.png"], ["What colour is it?", "How many cats?"])
 """
 
 from __future__ import annotations
 
-import hashlib
-import resource
-import sys
 import time
 from abc import ABC, abstractmethod
-from collections import OrderedDict
 from collections.abc import Callable, Generator, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -31,49 +30,15 @@ import numpy as np
 from impvlm.errors import DataError, ImpError
 from impvlm.image_processing import DEFAULT_MAX_IMAGE_PIXELS, ImageInput, ImageProcessor, load_image
 from impvlm.templates import IMAGE_TOKEN, Template, Turn
+from runtimes.features import FeatureCache
+from runtimes.generation import Answer, Generation, Timings, peak_rss_mb
 from runtimes.sampling import SamplingConfig, sample_next
+
+GREEDY = SamplingConfig()
 
 
 class PromptTooLongError(ImpError):
     """The prompt (with image tokens) does not fit the context window."""
-
-
-@dataclass
-class Timings:
-    """Per-call timings; tokens/s are derived."""
-
-    image_encode_s: float = 0.0
-    images_encoded: int = 0
-    prefill_tokens: int = 0
-    prefill_s: float = 0.0
-    reused_tokens: int = 0
-    decode_tokens: int = 0
-    decode_s: float = 0.0
-    ttft_s: float = 0.0
-    total_s: float = 0.0
-    peak_rss_mb: float = 0.0
-
-    @property
-    def prefill_tokens_per_s(self) -> float:
-        return self.prefill_tokens / self.prefill_s if self.prefill_s > 0 else 0.0
-
-    @property
-    def decode_tokens_per_s(self) -> float:
-        return self.decode_tokens / self.decode_s if self.decode_s > 0 else 0.0
-
-    def to_dict(self) -> dict[str, float]:
-        out = asdict(self)
-        out["prefill_tokens_per_s"] = self.prefill_tokens_per_s
-        out["decode_tokens_per_s"] = self.decode_tokens_per_s
-        return out
-
-
-@dataclass
-class Generation:
-    text: str
-    token_ids: list[int]
-    finish_reason: str  # "stop" or "length"
-    timings: Timings = field(default_factory=Timings)
 
 
 @dataclass(frozen=True)
@@ -85,12 +50,6 @@ class ImageSlot:
 
 
 Piece = list[int] | ImageSlot
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far (MB)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 
 
 class Runtime(ABC):
@@ -108,7 +67,7 @@ class Runtime(ABC):
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS  # larger image files are refused before decoding
 
     def __init__(self) -> None:
-        self._features: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._features = FeatureCache(self.feature_cache_size)
         self._cached_keys: list[Any] = []  # what the backend's KV cache holds, one key per position
 
     # ------------------------------------------------------------------ backend hooks
@@ -127,6 +86,28 @@ class Runtime(ABC):
     @abstractmethod
     def _eval_embeddings(self, embeddings: np.ndarray) -> np.ndarray:
         """Append ``(N, D)`` embeddings to the cache; return the last position's logits."""
+
+    # ------------------------------------------------------------------ batch hooks (optional)
+    batched: bool = False  # whether the backend implements the three hooks below
+    max_batch: int = 32  # most sequences decoded together
+
+    def _fork(self, n: int) -> None:
+        """Make ``n`` sequences ``0 .. n-1`` that each hold the cache's positions (no recompute)."""
+        raise NotImplementedError
+
+    def _eval_many(self, rows: Sequence[list[int]]) -> np.ndarray:
+        """Append ``rows[s]`` to sequence ``s``, all in one batch; a sequence given no tokens has ended
+        and takes none again. Returns the logits after each non-empty row ``(k, vocab)``."""
+        raise NotImplementedError
+
+    def _join(self, n: int) -> None:
+        """Back to one sequence, holding the first ``n`` positions."""
+        raise NotImplementedError
+
+    def batch_capacity(self, prefix: int, per_sequence: int) -> int:
+        """How many sequences go together when they share a ``prefix``-position cache and each needs
+        ``per_sequence`` positions of its own: here all of them fit one context window."""
+        return max(1, min(self.max_batch, (self.context_length - prefix) // max(1, per_sequence)))
 
     def identity(self) -> dict[str, Any]:
         """What a results file records about this runtime (name, precisions, threads, hashes)."""
@@ -155,22 +136,11 @@ class Runtime(ABC):
     def encode_images(self, images: Sequence[ImageInput]) -> np.ndarray:
         """Projected image features ``(B, N, D)``, computed once per distinct image."""
         pixels = self.image_processor.batch(self.open_images(images))
-        return np.stack([self._features_for(p)[1] for p in pixels]) if len(pixels) else pixels
-
-    def _features_for(self, pixels: np.ndarray) -> tuple[str, np.ndarray, bool]:
-        """Cached features of one image, keyed on shape + bytes (the `native` runtime sees raw images of
-        any size, and a 32x64 and a 64x32 image of one colour have the same bytes)."""
-        digest = hashlib.sha1(np.asarray(pixels.shape, dtype=np.int64).tobytes())
-        digest.update(pixels.tobytes())
-        key = digest.hexdigest()
-        if key in self._features:
-            self._features.move_to_end(key)
-            return key, self._features[key], False
-        feats = self._encode_pixels(pixels[None])[0]
-        self._features[key] = feats
-        while len(self._features) > self.feature_cache_size:
-            self._features.popitem(last=False)
-        return key, feats, True
+        return (
+            np.stack([self._features.get(p, self._encode_pixels)[1] for p in pixels])
+            if len(pixels)
+            else pixels
+        )
 
     def render(self, prompt: str | Sequence[Turn], n_images: int) -> str:
         """The template text for a prompt (one user turn) or a whole conversation."""
@@ -234,6 +204,91 @@ class Runtime(ABC):
             if on_text is not None:
                 on_text(chunk)
 
+    def generate_many(
+        self,
+        images: Sequence[ImageInput] | None,
+        prompts: Sequence[str | Sequence[Turn]],
+        max_new_tokens: int = 128,
+        stop: Sequence[str] | None = None,
+        max_batch: int | None = None,
+        ignore_stop: bool = False,
+    ) -> list[Generation]:
+        """Greedy answers to several prompts about the same images, decoded together.
+
+        The images are encoded once and the prompts' shared prefix (system prompt, images) is
+        prefilled once or kept from the cache; each prompt becomes its own sequence on that prefix's
+        cache, the prompts' own tokens are prefilled in one batch, and all sequences decode in one
+        batch until each stops. At most ``max_batch`` prompts go together (default:
+        :meth:`batch_capacity`). The answers are those of ``generate``, one prompt at a time; that is
+        also how a backend without batch hooks answers, and prompts that share no prefix or have
+        images outside it. Each answer's timings hold its share of the time (``batch_size``).
+        ``ignore_stop`` decodes every answer to ``max_new_tokens`` (as in :meth:`generate`).
+        """
+        start = time.perf_counter()
+        shared = Timings()
+        features, plans = self._prepare(images, list(prompts), True, shared)
+        keys = [k for _, k in plans]
+        prefix = min(_common_prefix(*keys), min(map(len, keys)) - 1) if len(keys) > 1 else 0
+        if not self.batched or prefix < 1 or any(not isinstance(k, int) for ks in keys for k in ks[prefix:]):
+            return [
+                self.generate(images, p, max_new_tokens, stop=stop, ignore_stop=ignore_stop) for p in prompts
+            ]
+        self._fill(plans[0][0], features, keys[0], prefix, True, shared)
+        limits = [min(max_new_tokens, self.context_length - len(k)) for k in keys]
+        size = max_batch or self.batch_capacity(
+            prefix, max(len(k) - prefix + n for k, n in zip(keys, limits))
+        )
+        shared.total_s = time.perf_counter() - start
+        out: list[Generation] = []
+        for i in range(0, len(keys), size):
+            suffixes = [k[prefix:] for k in keys[i : i + size]]
+            out += self._decode_together(
+                suffixes, limits[i : i + size], stop or (), start, prefix, ignore_stop
+            )
+        first = out[0].timings
+        for name in ("image_encode_s", "images_encoded", "prefill_tokens", "prefill_s", "total_s"):
+            setattr(first, name, getattr(first, name) + getattr(shared, name))
+        first.reused_tokens = shared.reused_tokens
+        return out
+
+    def _decode_together(
+        self,
+        suffixes: list[list[int]],
+        limits: list[int],
+        stop: Sequence[str],
+        start: float,
+        prefix: int,
+        ignore_stop: bool = False,
+    ) -> list[Generation]:
+        """Prefill ``suffixes`` on copies of the cached prefix in one batch and decode them together."""
+        n = len(suffixes)
+        answers = [Answer(self.detokenize, self.stop_ids, stop, limit, ignore_stop) for limit in limits]
+        ttft = [0.0] * n
+        t0 = time.perf_counter()
+        self._fork(n)
+        try:
+            logits, order = self._eval_many(suffixes), list(range(n))
+            t1 = time.perf_counter()
+            while order:
+                for row, s in zip(logits, order, strict=True):
+                    if not answers[s].done:  # only an answer allowed no tokens is done before its first
+                        answers[s].push(sample_next(row, GREEDY, None))
+                        ttft[s] = ttft[s] or time.perf_counter() - start
+                order = [s for s in range(n) if not answers[s].done]
+                if order:
+                    logits = self._eval_many([[] if a.done else a.token_ids[-1:] for a in answers])
+            t2 = time.perf_counter()
+        finally:
+            self._join(prefix)
+            self._cached_keys = self._cached_keys[:prefix]
+        out = []
+        for a, suffix, first in zip(answers, suffixes, ttft, strict=True):
+            timings = Timings(reused_tokens=prefix, prefill_tokens=len(suffix), prefill_s=(t1 - t0) / n)
+            timings.ttft_s, timings.decode_tokens, timings.decode_s = first, len(a.token_ids), (t2 - t1) / n
+            timings.total_s, timings.peak_rss_mb, timings.batch_size = (t2 - t0) / n, peak_rss_mb(), n
+            out.append(Generation(a.text, a.token_ids, a.finish_reason, timings))
+        return out
+
     def stream(
         self, images: Sequence[ImageInput] | None, prompt: str | Sequence[Turn], **kw: Any
     ) -> Iterator[str]:
@@ -254,127 +309,102 @@ class Runtime(ABC):
         sampling = sampling or SamplingConfig()
         timings = Timings()
         start = time.perf_counter()
+        features, [(pieces, keys)] = self._prepare(images, [prompt], reuse, timings)
+        logits = self._fill(pieces, features, keys, len(keys), reuse, timings)
+        limit = min(max_new_tokens, self.context_length - len(keys))
+        answer = Answer(self.detokenize, self.stop_ids, stop or (), limit, ignore_stop)
+        rng = np.random.default_rng(sampling.seed)
+        t0 = time.perf_counter()
+        while not answer.done:
+            answer.push(sample_next(logits, sampling, rng))
+            timings.ttft_s = timings.ttft_s or time.perf_counter() - start
+            if chunk := answer.new_text():
+                yield chunk
+            if not answer.done:
+                logits = self._eval_tokens([answer.token_ids[-1]])
+                self._cached_keys.append(answer.token_ids[-1])
+        timings.decode_tokens = len(answer.token_ids)
+        timings.decode_s = time.perf_counter() - t0
+        timings.total_s = time.perf_counter() - start
+        timings.peak_rss_mb = peak_rss_mb()
+        return Generation(answer.text, answer.token_ids, answer.finish_reason, timings)
+
+    def _prepare(
+        self,
+        images: Sequence[ImageInput] | None,
+        prompts: Sequence[str | Sequence[Turn]],
+        reuse: bool,
+        timings: Timings,
+    ) -> tuple[list[np.ndarray], list[tuple[list[Piece], list[Any]]]]:
+        """The images' features (encoded once each) and, per prompt, its pieces and position keys."""
         images = list(images or [])
-        text = self.render(prompt, len(images))
         if not reuse:
             self._features.clear()
         t0 = time.perf_counter()
-        pixels = self.image_processor.batch(self.open_images(images))
         features: list[np.ndarray] = []
-        keys: list[str] = []
-        for p in pixels:
-            key, feats, fresh = self._features_for(p)
-            keys.append(key)
+        image_keys: list[str] = []
+        for p in self.image_processor.batch(self.open_images(images)):
+            key, feats, fresh = self._features.get(p, self._encode_pixels)
+            image_keys.append(key)
             features.append(feats)
             timings.images_encoded += int(fresh)
         timings.image_encode_s = time.perf_counter() - t0
-        pieces = self.plan(text, keys)
-        seq_keys = self._keys(pieces)
-        if len(seq_keys) + 1 > self.context_length:
-            raise PromptTooLongError(
-                f"the prompt needs {len(seq_keys)} positions but the context holds {self.context_length}"
-            )
-        max_new_tokens = min(max_new_tokens, self.context_length - len(seq_keys))
-        keep = _common_prefix(self._cached_keys, seq_keys) if reuse else 0
-        keep = min(keep, len(seq_keys) - 1)
+        plans = []
+        for prompt in prompts:
+            pieces = self.plan(self.render(prompt, len(images)), image_keys)
+            keys = self._keys(pieces)
+            if len(keys) + 1 > self.context_length:
+                raise PromptTooLongError(
+                    f"the prompt needs {len(keys)} positions but the context holds {self.context_length}"
+                )
+            plans.append((pieces, keys))
+        return features, plans
+
+    def _fill(
+        self,
+        pieces: list[Piece],
+        features: list[np.ndarray],
+        keys: list[Any],
+        end: int,
+        reuse: bool,
+        timings: Timings,
+    ) -> np.ndarray | None:
+        """Make the KV cache hold ``keys[:end]``, keeping (with ``reuse``) the longest prefix it already
+        holds, but never all of ``keys``; returns the logits after the last position prefilled."""
+        keep = min(_common_prefix(self._cached_keys, keys) if reuse else 0, end, len(keys) - 1)
         self._truncate(keep)
         self._cached_keys = self._cached_keys[:keep]
         timings.reused_tokens = keep
-
         t0 = time.perf_counter()
-        logits = self._prefill(pieces, features, keep)
-        self._cached_keys = list(seq_keys)
-        timings.prefill_tokens = len(seq_keys) - keep
+        logits = self._prefill(pieces, features, keep, end)
+        self._cached_keys = list(keys[:end])
+        timings.prefill_tokens = end - keep
         timings.prefill_s = time.perf_counter() - t0
+        return logits
 
-        rng = np.random.default_rng(sampling.seed)
-        stop_strings = list(stop or [])
-        new_ids: list[int] = []
-        decoded = emitted = ""
-        finish = "length"
-        t0 = time.perf_counter()
-        for step in range(max_new_tokens):
-            token = sample_next(logits, sampling, rng)
-            if step == 0:
-                timings.ttft_s = time.perf_counter() - start
-            if token in self.stop_ids and not ignore_stop:
-                finish = "stop"
-                break
-            new_ids.append(token)
-            decoded = self.detokenize(new_ids)
-            if stop_strings and any(s in decoded for s in stop_strings):
-                finish = "stop"
-                new_ids.pop()  # the stop string's token is not part of the answer's tokens
-                break
-            shown = settled_text(decoded, stop_strings)
-            if len(shown) > len(emitted) and shown.startswith(emitted):
-                yield shown[len(emitted) :]
-                emitted = shown
-            if step + 1 < max_new_tokens:
-                logits = self._eval_tokens([token])
-                self._cached_keys.append(token)
-        timings.decode_tokens = len(new_ids)
-        timings.decode_s = time.perf_counter() - t0
-        answer = answer_text(decoded, stop_strings)
-        if len(answer) > len(emitted) and answer.startswith(emitted):
-            yield answer[len(emitted) :]  # the stream ends with exactly the returned text
-        timings.total_s = time.perf_counter() - start
-        timings.peak_rss_mb = peak_rss_mb()
-        return Generation(answer, new_ids, finish, timings)
-
-    def _prefill(self, pieces: list[Piece], features: list[np.ndarray], keep: int) -> np.ndarray:
+    def _prefill(
+        self, pieces: list[Piece], features: list[np.ndarray], keep: int, end: int | None = None
+    ) -> np.ndarray | None:
+        """Evaluate positions ``keep`` to ``end`` (default: all) of ``pieces``; the last logits, if any."""
         logits: np.ndarray | None = None
         pos = 0
+        end = len(self._keys(pieces)) if end is None else end
         for piece in pieces:
             length = self.num_image_tokens if isinstance(piece, ImageSlot) else len(piece)
-            if pos + length <= keep:
-                pos += length
-                continue
-            skip = max(0, keep - pos)
-            if isinstance(piece, ImageSlot):
-                logits = self._eval_embeddings(features[piece.index][skip:])
-            else:
-                logits = self._eval_tokens(piece[skip:])
+            lo, hi = max(0, keep - pos), min(length, end - pos)
+            if lo < hi:
+                if isinstance(piece, ImageSlot):
+                    logits = self._eval_embeddings(features[piece.index][lo:hi])
+                else:
+                    logits = self._eval_tokens(piece[lo:hi])
             pos += length
-        assert logits is not None
         return logits
 
 
-UNFINISHED_CHARACTER = "\ufffd"  # what a multi-byte character cut between tokens decodes to
-
-
-def answer_text(decoded: str, stop: Sequence[str] = ()) -> str:
-    """The one rule from decoded tokens to the answer, the same whether it is streamed or returned.
-
-    The text is cut at the first stop string, a multi-byte character left unfinished at the end
-    (generation stopped between its bytes, decoded as U+FFFD) is dropped, and surrounding
-    whitespace is stripped.
-    """
-    for s in stop:
-        decoded = decoded.split(s, 1)[0]
-    return decoded.rstrip(UNFINISHED_CHARACTER).strip()
-
-
-def settled_text(decoded: str, stop: Sequence[str] = ()) -> str:
-    """The part of :func:`answer_text` no later token can change: without an unfinished character,
-    without a tail that may still grow into a stop string, and without trailing whitespace (the
-    answer may end there). Streaming emits this; its end is always a prefix of the final answer."""
-    decoded = decoded.rstrip(UNFINISHED_CHARACTER)
-    hold = max((_stop_prefix_at_end(decoded, s) for s in stop), default=0)
-    return decoded[: len(decoded) - hold].strip()
-
-
-def _stop_prefix_at_end(text: str, stop: str) -> int:
-    """Length of the longest proper prefix of ``stop`` that ``text`` ends with."""
-    for n in range(min(len(stop) - 1, len(text)), 0, -1):
-        if text.endswith(stop[:n]):
-            return n
-    return 0
-
-
-def _common_prefix(a: list[Any], b: list[Any]) -> int:
-    n = min(len(a), len(b))
+def _common_prefix(*sequences: list[Any]) -> int:
+    """Length of the longest prefix all ``sequences`` share."""
+    n = min(map(len, sequences))
     for i in range(n):
-        if a[i] != b[i]:
+        if any(seq[i] != sequences[0][i] for seq in sequences[1:]):
             return i
     return n

@@ -1,7 +1,7 @@
 """`ExportedRuntime`: a bundle on ONNX Runtime (vision + projector) and llama.cpp (the Phi-2 LM).
 
 Image features from the ONNX graph are fed into llama.cpp as embeddings at the ``<image>``
-position (llama-cpp-python's low-level API, through :class:`export.llama_session.LlamaSession`);
+position (llama-cpp-python's low-level API, through :class:`export.llama.LlamaSession`);
 text is tokenized with the bundle's own ``tokenizer.json``, exactly as the PyTorch runtime does.
 Precisions are chosen by name from the manifest; CUDA execution providers and GPU offload are used
 when the installed packages offer them, never required.
@@ -14,13 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from export.bundle import Manifest
-from export.llama_session import LlamaSession
+from export.manifest import MANIFEST_FILE
 from export.manifest_check import check_vision_shapes
-from export.quant_types import kv_type
 from impvlm.errors import BundleError
 from impvlm.image_processing import ImageProcessor
-from runtimes.llama_lm import LlamaLMRuntime, gpu_layers
+from runtimes.llama_lm import LlamaLMRuntime
 from runtimes.profiles import LM_PREFERENCE, VISION_PREFERENCE, choose, estimate_memory, get_profile
 
 
@@ -46,23 +44,20 @@ class ExportedRuntime(LlamaLMRuntime):
         verify: bool | str = True,
     ) -> None:
         super().__init__()
-        import onnxruntime as ort
-
         prof = get_profile(profile or "default")
         manifest = self._open_bundle(bundle, verify)
         self.vision_name = choose(
-            manifest["vision"],
+            manifest.vision,
             vision or (prof.vision if profile else None),
             () if vision else prof.vision_fallbacks,
             VISION_PREFERENCE,
             "vision precision",
         )
         self.lm_name = choose(
-            manifest["lm"], lm or prof.lm, () if lm else prof.lm_fallbacks, LM_PREFERENCE, "LM precision"
+            manifest.lm, lm or prof.lm, () if lm else prof.lm_fallbacks, LM_PREFERENCE, "LM precision"
         )
-        model = manifest["model"]
         self.context_length = int(
-            context_length or min(prof.context_length or 1 << 30, model["context_length"])
+            context_length or min(prof.context_length or 1 << 30, manifest.model.context_length)
         )
         self.threads = threads or prof.threads
         if memory_budget_mb is not None:
@@ -76,45 +71,38 @@ class ExportedRuntime(LlamaLMRuntime):
             )
             if not estimate.fits:
                 raise BundleError(f"{self.bundle}: {estimate.describe()}")
-        self.image_processor = ImageProcessor.from_config(manifest["image"])
+        self.image_processor = ImageProcessor.from_config(manifest.image)
+        for needed in (manifest.vision[self.vision_name].file, manifest.lm[self.lm_name].file):
+            if not (self.bundle / needed).is_file():
+                raise BundleError(f"{self.bundle}: {needed} is missing")
+        self._open_vision()
+        self._open_lm(self.lm_name, self.context_length, self.threads)
+
+    def _open_vision(self) -> None:
+        """The ONNX vision graph on ONNX Runtime, checked against the manifest's sizes (also without
+        ``verify``: a manifest's image size or token count that is not the graph's)."""
+        import onnxruntime as ort
 
         options = ort.SessionOptions()
         if self.threads:
             options.intra_op_num_threads = int(self.threads)
-        vision_file = self.bundle / manifest["vision"][self.vision_name]["file"]
-        lm_file = self.bundle / manifest["lm"][self.lm_name]["file"]
-        for needed in (vision_file, lm_file):
-            if not needed.is_file():
-                raise BundleError(f"{self.bundle}: {needed.relative_to(self.bundle)} is missing")
-        self._vision = ort.InferenceSession(str(vision_file), options, providers=onnx_providers())
+        rel = self.manifest.vision[self.vision_name].file
+        self._vision = ort.InferenceSession(str(self.bundle / rel), options, providers=onnx_providers())
         self._vision_input = self._vision.get_inputs()[0].name
         check_vision_shapes(
-            Manifest.from_dict(manifest),
-            manifest["vision"][self.vision_name]["file"],
+            self.bundle / MANIFEST_FILE,
+            self.manifest,
+            rel,
             self._vision.get_inputs()[0].shape,
             self._vision.get_outputs()[0].shape,
-        )  # also without verify: a manifest's image size or token count that is not the graph's
-        self._lm = LlamaSession(
-            lm_file,
-            n_ctx=self.context_length,
-            n_threads=self.threads,
-            n_gpu_layers=gpu_layers(),
-            n_batch=max(512, self.num_image_tokens),
-            kv_type=kv_type(self.lm_name),
         )
-        if (n_embd := self._lm.n_embd) != int(model["embedding_width"]):
-            self._lm.close()
-            raise BundleError(
-                f"{self.bundle}: the LM takes {n_embd}-wide embeddings but the vision encoder gives "
-                f"{model['embedding_width']}-wide features: files from different models"
-            )
 
     def identity(self) -> dict[str, Any]:
         return {
             "runtime": self.name,
             "bundle": str(self.bundle),
             "manifest_sha256": self._manifest_sha256,
-            "model_id": self.manifest["model"]["id"],
+            "model_id": self.manifest.model.id,
             "vision": self.vision_name,
             "lm": self.lm_name,
             "threads": self._lm.n_threads,

@@ -14,11 +14,38 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
+from export.manifest import MANIFEST_FILE
+from export.quant_types import near_lossless
 from impvlm.errors import ConfigError
 from runtimes.base import Runtime
 
 KINDS = ("torch", "exported", "native")
-MANIFEST = "manifest.json"
+
+
+def run_label(identity: dict[str, Any]) -> str | None:
+    """A short name of what ran, from a runtime's :meth:`~runtimes.base.Runtime.identity`.
+
+    ``torch-fp32``, ``q4_k_m+int8`` (exported: LM + vision precision), ``native-q8_0+mmproj-f16``;
+    ``None`` for an identity of no known kind.
+    """
+    kind = identity.get("runtime")
+    if kind == "torch":
+        return f"torch-{identity.get('dtype', 'fp32')}"
+    if kind == "exported":
+        return f"{identity.get('lm')}+{identity.get('vision')}"
+    if kind == "native":
+        return f"native-{identity.get('lm')}+mmproj-{identity.get('mmproj')}"
+    return None
+
+
+def held_near_lossless(identity: dict[str, Any]) -> bool:
+    """Whether a runtime of this identity is held to the near-lossless accuracy margin."""
+    kind = identity.get("runtime")
+    if kind == "torch":
+        return True
+    if kind == "native":
+        return False  # llama.cpp's own preprocessing differs from Imp's: measured, not held to 0.2 pt
+    return near_lossless(identity.get("lm"), identity.get("vision"))
 
 
 def parse_spec(spec: str | Path) -> tuple[str, Path, dict[str, str]]:
@@ -30,12 +57,12 @@ def parse_spec(spec: str | Path) -> tuple[str, Path, dict[str, str]]:
             kind, head = candidate, head[len(candidate) + 1 :]
     path = Path(head)
     if kind == "auto":
-        if (path / MANIFEST).is_file():
+        if (path / MANIFEST_FILE).is_file():
             kind = "exported"
         elif (path / "config.json").is_file():
             kind = "torch"
         else:
-            raise ConfigError(f"{path} is neither a checkpoint (config.json) nor a bundle ({MANIFEST})")
+            raise ConfigError(f"{path} is neither a checkpoint (config.json) nor a bundle ({MANIFEST_FILE})")
     return kind, path, dict(parse_qsl(query))
 
 

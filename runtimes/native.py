@@ -3,7 +3,7 @@
 The image goes through llama.cpp's own multimodal library (libmtmd, from llama-cpp-python): its
 preprocessing (letterbox for this projector, not Imp's squash), its vision graph and the bundle's
 ``mmproj-*.gguf``. The embeddings it produces are fed to the LM GGUF through the same
-:class:`~export.llama_session.LlamaSession` path as :class:`~runtimes.exported.ExportedRuntime`, so
+:class:`~export.llama.LlamaSession` path as :class:`~runtimes.exported.ExportedRuntime`, so
 templates, tokenization, greedy decoding, stop handling, streaming and prefix reuse are the base
 class's, and the benchmarks measure exactly what differs: the vision side of llama.cpp.
 
@@ -25,12 +25,11 @@ from typing import Any
 
 import numpy as np
 
-from export.llama_session import LlamaSession
-from export.mmproj import CLS_ORDER_BUG, MtmdEncoder
-from export.quant_types import PREFERENCE, kv_type
+from export.llama import CLS_ORDER_BUG, MtmdEncoder
+from export.quant_types import PREFERENCE
 from impvlm.errors import BundleError, ConfigError
 from impvlm.image_processing import ImageInput, ImageProcessor, load_image
-from runtimes.llama_lm import LlamaLMRuntime, gpu_layers
+from runtimes.llama_lm import LlamaLMRuntime
 from runtimes.profiles import LM_PREFERENCE, choose
 
 log = logging.getLogger(__name__)
@@ -65,8 +64,8 @@ class LlamaCppNativeRuntime(LlamaLMRuntime):
 
     Args:
         bundle: the bundle folder (exported with ``--mmproj``).
-        lm: LM precision from ``manifest["lm"]`` (default: the most precise).
-        mmproj: mmproj precision from ``manifest["mmproj"]`` (default: the most precise).
+        lm: LM precision from the manifest's ``lm`` section (default: the most precise).
+        mmproj: mmproj precision from the manifest's ``mmproj`` section (default: the most precise).
         threads: CPU threads for the LM and the vision graph.
         context_length: KV cache size (default: the model's).
         verify: check the bundle files' sha256 first.
@@ -87,42 +86,28 @@ class LlamaCppNativeRuntime(LlamaLMRuntime):
     ) -> None:
         super().__init__()
         manifest = self._open_bundle(bundle, verify)
-        if not manifest.get("mmproj"):
+        if not manifest.mmproj:
             raise BundleError(
                 f"{self.bundle} has no mmproj file: export it with `imp export ... --mmproj f16` "
                 "to run it on llama.cpp's multimodal library"
             )
-        self.lm_name = choose(manifest["lm"], lm, (), LM_PREFERENCE, "LM precision")
-        self.mmproj_name = choose(manifest["mmproj"], mmproj, (), MMPROJ_PREFERENCE, "mmproj precision")
-        model = manifest["model"]
-        self.context_length = int(context_length or model["context_length"])
-        self.image_processor = RawImages(ImageProcessor.from_config(manifest["image"]), preprocess)  # type: ignore[assignment]
-        self._lm = LlamaSession(
-            self.bundle / manifest["lm"][self.lm_name]["file"],
-            n_ctx=self.context_length,
-            n_threads=threads,
-            n_gpu_layers=gpu_layers(),
-            n_batch=max(512, self.num_image_tokens),
-            kv_type=kv_type(self.lm_name),
-        )
+        self.lm_name = choose(manifest.lm, lm, (), LM_PREFERENCE, "LM precision")
+        self.mmproj_name = choose(manifest.mmproj, mmproj, (), MMPROJ_PREFERENCE, "mmproj precision")
+        self.context_length = int(context_length or manifest.model.context_length)
+        self.image_processor = RawImages(ImageProcessor.from_config(manifest.image), preprocess)  # type: ignore[assignment]
+        self._open_lm(self.lm_name, self.context_length, threads)
+        artifact = manifest.mmproj[self.mmproj_name]
         try:
-            self._mtmd = MtmdEncoder(self.bundle / manifest["mmproj"][self.mmproj_name]["file"], self._lm)
+            self._mtmd = MtmdEncoder(self.bundle / artifact.file, self._lm)
         except BaseException:
             self._lm.close()
             raise
-        details = manifest["mmproj"][self.mmproj_name].get("details") or {}
-        if details.get("has_class_embedding"):
+        if (artifact.details or {}).get("has_class_embedding"):
             log.warning(
                 "%s: a CLIP tower; llama.cpp builds without the fix for %s compute its features wrongly "
                 "(see the mmproj validation in the manifest)",
                 self.bundle,
                 CLS_ORDER_BUG,
-            )
-        if self._lm.n_embd != int(model["embedding_width"]):
-            self.close()
-            raise BundleError(
-                f"{self.bundle}: the LM takes {self._lm.n_embd}-wide embeddings, the manifest says "
-                f"{model['embedding_width']}: files from different models"
             )
 
     @property
@@ -134,7 +119,7 @@ class LlamaCppNativeRuntime(LlamaLMRuntime):
             "runtime": self.name,
             "bundle": str(self.bundle),
             "manifest_sha256": self._manifest_sha256,
-            "model_id": self.manifest["model"]["id"],
+            "model_id": self.manifest.model.id,
             "lm": self.lm_name,
             "mmproj": self.mmproj_name,
             "preprocess": self.preprocess,
@@ -155,6 +140,6 @@ class LlamaCppNativeRuntime(LlamaLMRuntime):
         if feats.shape[1] != self.num_image_tokens:
             raise BundleError(
                 f"libmtmd gives {feats.shape[1]} image embeddings but the model takes {self.num_image_tokens}: "
-                f"{self.manifest['mmproj'][self.mmproj_name]['file']} does not belong to this LM"
+                f"{self.manifest.mmproj[self.mmproj_name].file} does not belong to this LM"
             )
         return feats

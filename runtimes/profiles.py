@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from export.manifest import Manifest
 from export.quant_types import ONNX_PRECISIONS, PREFERENCE
 from impvlm.errors import ConfigError
 
@@ -100,7 +101,7 @@ class MemoryEstimate:
 
 def estimate_memory(
     bundle_dir: str | os.PathLike,
-    manifest: dict[str, Any],
+    manifest: Manifest,
     vision: str,
     lm: str,
     context_length: int,
@@ -114,11 +115,10 @@ def estimate_memory(
 
     import gguf
 
-    files = manifest["files"]
-    vision_file, lm_file = manifest["vision"][vision]["file"], manifest["lm"][lm]["file"]
-    weights = files[vision_file]["bytes"] + files[lm_file]["bytes"]
+    vision_file, lm_file = manifest.vision[vision].file, manifest.lm[lm].file
+    weights = manifest.files[vision_file].bytes + manifest.files[lm_file].bytes
     reader = gguf.GGUFReader(Path(bundle_dir) / lm_file)
     arch = bytes(reader.fields[gguf.Keys.General.ARCHITECTURE].parts[-1]).decode()
     layers = int(reader.fields[gguf.Keys.LLM.BLOCK_COUNT.format(arch=arch)].parts[-1][0])
-    kv = 2 * layers * context_length * manifest["model"]["embedding_width"] * 2  # K and V, f16
+    kv = 2 * layers * context_length * manifest.model.embedding_width * 2  # K and V, f16
     return MemoryEstimate(weights / 2**20, kv / 2**20, 150.0, budget_mb)

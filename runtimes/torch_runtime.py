@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,8 @@ DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 class TorchRuntime(Runtime):
     name = "torch"
+    batched = True
+    batch_memory_mb: float = 2048.0  # KV cache of the sequences decoded together
 
     def __init__(
         self,
@@ -98,3 +101,50 @@ class TorchRuntime(Runtime):
     @torch.inference_mode()
     def _eval_embeddings(self, embeddings: np.ndarray) -> np.ndarray:
         return self._forward(torch.from_numpy(embeddings).to(self.device, self._embed.weight.dtype))
+
+    # ------------------------------------------------------------------ batch hooks
+    def batch_capacity(self, prefix: int, per_sequence: int) -> int:
+        """Each sequence holds its own copy of the prefix: as many as fit ``batch_memory_mb``."""
+        config = self.model.config
+        per_position = 2 * config.num_hidden_layers * config.hidden_size * self._embed.weight.element_size()
+        fit = int(self.batch_memory_mb * 2**20 // (per_position * (prefix + per_sequence)))
+        return max(1, min(self.max_batch, fit))
+
+    def _fork(self, n: int) -> None:
+        length = self._cache.get_seq_length()
+        self._cache.batch_repeat_interleave(n)
+        self._mask = torch.ones(n, length, dtype=torch.long, device=self.device)  # (n, T): 0 = padding
+        self._next = torch.full((n,), length, device=self.device)  # each sequence's next position
+        self._rows = list(range(n))  # the sequence of each cache row
+
+    @torch.inference_mode()
+    def _eval_many(self, rows: Sequence[list[int]]) -> np.ndarray:
+        """Rows of unequal length are padded in the middle (after the shared prefix, before their
+        tokens), masked out and skipped in the positions, so every row ends at the same slot."""
+        keep = [i for i, seq in enumerate(self._rows) if rows[seq]]
+        if len(keep) < len(self._rows):
+            index = torch.tensor(keep, device=self.device)
+            self._cache.batch_select_indices(index)
+            self._mask, self._next = self._mask[index], self._next[index]
+            self._rows = [self._rows[i] for i in keep]
+        lengths = torch.tensor([len(rows[seq]) for seq in self._rows], device=self.device)
+        width = int(lengths.max())
+        ids = torch.zeros(len(self._rows), width, dtype=torch.long, device=self.device)
+        for i, seq in enumerate(self._rows):
+            ids[i, width - len(rows[seq]) :] = torch.tensor(rows[seq])
+        slots = torch.arange(width, device=self.device)[None] - (width - lengths)[:, None]  # (B, W), < 0: pad
+        self._mask = torch.cat([self._mask, (slots >= 0).long()], dim=1)
+        out = self.model(
+            inputs_embeds=self._embed(ids),
+            attention_mask=self._mask,
+            position_ids=self._next[:, None] + slots.clamp(min=0),
+            past_key_values=self._cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        self._cache, self._next = out.past_key_values, self._next + lengths
+        return out.logits[:, -1].float().cpu().numpy()
+
+    def _join(self, n: int) -> None:
+        self._cache.batch_select_indices(torch.tensor([0], device=self.device))
+        self._cache.crop(n)

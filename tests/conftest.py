@@ -35,17 +35,36 @@ def synthetic_world(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def tiny_checkpoint(tmp_path_factory, synthetic_world):
+def make_tiny_checkpoint(tmp_path_factory, synthetic_world):
+    """``make(seed, name)``: save a tiny random-init Imp checkpoint (torch seeded with ``seed``, the
+    synthetic tokenizer) in a new folder named after ``name``; returns its path."""
+
+    def make(seed: int, name: str):
+        import torch
+
+        from impvlm import ImpForCausalLM, build_config
+        from impvlm.checkpoint import save_checkpoint
+
+        _, tokenizer = synthetic_world
+        torch.manual_seed(seed)
+        model = ImpForCausalLM(build_config("imp-tiny", tokenizer=tokenizer)).eval()
+        return save_checkpoint(model, tokenizer, tmp_path_factory.mktemp(name) / "tiny")
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(make_tiny_checkpoint):
     """A tiny random-init Imp checkpoint (with the synthetic tokenizer) on disk."""
-    import torch
+    return make_tiny_checkpoint(0, "ckpt")
 
-    from impvlm import ImpForCausalLM, build_config
-    from impvlm.checkpoint import save_checkpoint
 
-    _, tokenizer = synthetic_world
-    torch.manual_seed(0)
-    model = ImpForCausalLM(build_config("imp-tiny", tokenizer=tokenizer)).eval()
-    return save_checkpoint(model, tokenizer, tmp_path_factory.mktemp("ckpt") / "tiny")
+@pytest.fixture(scope="module")
+def layouts(tmp_path_factory):
+    """Every published upstream layout, written as upstream's code writes them (tests/upstream_layouts.py)."""
+    from upstream_layouts import build_layouts
+
+    return build_layouts(tmp_path_factory.mktemp("upstream"))
 
 
 @pytest.fixture(scope="session")

@@ -263,9 +263,9 @@ def test_world_of_a_training_set_is_reused(tmp_path):
 
 
 def test_training_prompts_and_benchmark_prompts_end_with_one_suffix():
-    """The model is trained on the world's prompts and scored on the benchmarks': the two packages each
-    spell the short-answer line (benchmarks must import without impvlm), so they must agree exactly."""
-    from impvlm.data.synthetic import SHORT_ANSWER_SUFFIX as TRAINING_SUFFIX
+    """The model is trained on the world's prompts and scored on the benchmarks': both take the
+    short-answer line from impdefs (benchmarks must import without impvlm), so they agree exactly."""
+    from impdefs import SHORT_ANSWER_TAIL as TRAINING_SUFFIX
 
     assert TRAINING_SUFFIX == "\n" + SHORT_ANSWER_SUFFIX
 

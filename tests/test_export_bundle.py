@@ -14,21 +14,21 @@ import torch
 from safetensors.torch import save_file
 
 from export import onnx_vision
-from export.bundle import (
+from export.bundle import export_bundle
+from export.errors import ExportError
+from export.kinds.lm import judge_lm
+from export.manifest import (
     FORMAT_NAME,
     FORMAT_VERSION,
     MANIFEST_FILE,
     TemplateInfo,
-    export_bundle,
-    judge_lm,
-    lm_gate,
     load_manifest,
     sha256_file,
     verify_bundle_matches,
 )
-from export.errors import ExportError
 from export.onnx_io import OnnxFormatError, graph_io
 from export.onnx_vision import ParityThreshold
+from export.quant_types import lm_gate
 from export.tokenizer_check import CHECK_CHECKPOINT, CHECK_EMBEDDING, CHECK_SPECIAL_IDS, tokenizer_sha256
 from impvlm import ImpForCausalLM, build_config
 from impvlm.checkpoint import checkpoint_hash, save_checkpoint

@@ -22,7 +22,7 @@ from gguf import GGUFReader, Keys, TokenType  # noqa: E402
 from export.errors import ExportError  # noqa: E402
 from export.gguf_lm import write_gguf  # noqa: E402
 from export.gguf_validate import llama_run, torch_reference, validate_gguf  # noqa: E402
-from export.llama_session import LlamaSession  # noqa: E402
+from export.llama import LlamaSession  # noqa: E402
 from export.quantize import (  # noqa: E402
     QUANT_TYPES,
     compute_imatrix,

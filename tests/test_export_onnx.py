@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from export.errors import ExportError
+from export.kinds.vision import export_vision_encoder
 from export.onnx_vision import (
     FILENAMES,
     INPUT_NAME,
@@ -16,7 +17,6 @@ from export.onnx_vision import (
     PARITY_THRESHOLDS,
     ParityThreshold,
     VisionEncoder,
-    export_vision_encoder,
     parity_images,
     token_cosines,
 )

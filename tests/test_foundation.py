@@ -113,6 +113,17 @@ def test_image_processing_modes(tmp_path):
     assert squash(Image.open(path)).shape == (3, 8, 8)
 
 
+def test_pad_colour_is_the_mean_truncated_as_upstream_does_it():
+    """LLaVA / Imp / LLaVA-Phi pad with ``tuple(int(x * 255) for x in image_mean)``: 127 for SigLIP's
+    0.5 (not 128), (122, 116, 104) for CLIP's mean (llama.cpp's letterbox colour too)."""
+    clip_mean = (0.48145466, 0.4578275, 0.40821073)
+    for mean, colour in (((0.5, 0.5, 0.5), (127, 127, 127)), (clip_mean, (122, 116, 104))):
+        pad = ImageProcessor(20, mean=mean, aspect_ratio="pad")
+        assert pad.pad_colour == colour
+        wide = np.asarray(pad.resize(_png(size=(20, 10))))  # 5 padded rows above and below, no resampling
+        assert (wide[0] == colour).all() and (wide[-1] == colour).all() and (wide[10] == (255, 0, 0)).all()
+
+
 def test_images_above_the_pixel_limit_are_refused_before_decoding(bomb_png, one_colour_png, tmp_path):
     with pytest.raises(
         ImageTooLargeError, match=r"bomb.png is too large to decode \(Image size \(400000000 pixels\)"

@@ -19,18 +19,13 @@ import torch
 from PIL import Image
 
 from export import mmproj
-from export.bundle import MANIFEST_FILE, ExportPlan, export_bundle, load_manifest
+from export.bundle import ExportPlan, export_bundle
 from export.errors import ExportError
 from export.gguf_lm import write_gguf
-from export.mmproj import (
-    CLS_ORDER_BUG,
-    LLAMA_CPP_PAD_COLOUR,
-    MtmdEncoder,
-    mmproj_facts,
-    validate_mmproj,
-    validation_images,
-    write_mmproj,
-)
+from export.llama import CLS_ORDER_BUG, MtmdEncoder, mtmd_module
+from export.manifest import MANIFEST_FILE, load_manifest
+from export.mmproj import LLAMA_CPP_PAD_COLOUR, mmproj_facts, write_mmproj
+from export.mmproj_validate import validate_mmproj, validation_images
 from export.onnx_vision import token_cosines
 from impvlm import ImpForCausalLM, build_config
 from impvlm.checkpoint import load_model
@@ -247,7 +242,7 @@ def test_feature_cache_key_covers_the_shape(native):
 
 
 def test_mtmd_encoder_refuses_a_non_rgb_array(bundle):
-    from export.llama_session import LlamaSession
+    from export.llama import LlamaSession
 
     lm_file, mmproj_file = bundle / "gguf" / "model-f16.gguf", bundle / "gguf" / "mmproj-f16.gguf"
     with LlamaSession(lm_file, n_ctx=64, n_threads=THREADS) as lm, MtmdEncoder(mmproj_file, lm) as encoder:
@@ -308,7 +303,7 @@ def test_bundle_without_mmproj_is_refused(bundle, tmp_path):
 
 def test_manifest_edits_the_mmproj_disagrees_with_are_refused(bundle, tmp_path):
     """The mmproj is the only file that knows the normalisation; its metadata is checked at load."""
-    from export.bundle import sha256_file
+    from export.manifest import sha256_file
 
     copy = Path(shutil.copytree(bundle, tmp_path / "copy"))
     data = json.loads((copy / MANIFEST_FILE).read_text())
@@ -363,7 +358,8 @@ def test_native_runs_the_synthetic_suite_into_imp_compare(tiny_checkpoint, bundl
             run_suite(runtime, ["pope", "mme"], suite, tmp_path / name, options)
     assert load_run(tmp_path / "native").label == "native-q8_0+mmproj-f16"
     runs = [str(tmp_path / name) for name in specs]
-    assert main(["compare", *runs, "--out", str(tmp_path / "report")]) in (0, 1)  # 1: a verdict failed
+    # 1: a verdict failed; 3: not decided on so few questions
+    assert main(["compare", *runs, "--out", str(tmp_path / "report")]) in (0, 1, 3)
     table = capsys.readouterr().out
     assert "native-q8_0+mmproj-f16" in table and "q8_0+fp32" in table
     report = json.loads((tmp_path / "report" / "report.json").read_text())
@@ -422,9 +418,9 @@ def stock_llama_cpp_answer(
     around its media marker and evaluates the chunks itself (mtmd_helper_eval_chunks), then greedy."""
     import ctypes
 
-    from export.llama_session import llama_cpp_module
+    from export.llama import llama_cpp_module
 
-    lib, mtmd = llama_cpp_module(), mmproj.mtmd_module()
+    lib, mtmd = llama_cpp_module(), mtmd_module()
     model = lib.llama_model_load_from_file(str(lm_path).encode(), lib.llama_model_default_params())
     cparams = lib.llama_context_default_params()
     cparams.n_ctx, cparams.n_batch, cparams.n_threads, cparams.n_threads_batch = 512, 512, THREADS, THREADS

@@ -118,7 +118,7 @@ def test_chat_and_info_cli(tiny_bundle, images):
 def test_exported_runtime_process_never_imports_torch():
     """The deployment path (ONNX Runtime + llama.cpp) must not pay torch's memory: measured 265 MB."""
     code = (
-        "import sys, runtimes.exported, runtimes.native, export.llama_session, impvlm; "
+        "import sys, runtimes.exported, runtimes.native, export.llama, impvlm; "
         "impvlm.get_template; "
         "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
     )
@@ -162,9 +162,88 @@ def test_edited_image_size_is_one_line_not_a_traceback(plain_bundle, images, tmp
 def test_loading_a_bundle_checks_it_without_torch(plain_bundle):
     """The manifest checks (ONNX graph shapes, GGUF metadata, tokenizer) stay on the deployment path."""
     code = (
-        "import sys; from export.bundle import load_manifest; "
+        "import sys; from export.manifest import load_manifest; "
         f"m = load_manifest({str(plain_bundle)!r}); "
         "print(sorted(m for m in ('torch', 'transformers', 'onnx') if m in sys.modules))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]", done.stdout + done.stderr
+
+
+def test_runtimes_read_a_bundle_without_the_export_writers(plain_bundle, images):
+    """Reading a bundle and encoding an image takes the bundle format and the llama.cpp bindings, not
+    the bundle writer nor the mmproj writer."""
+    code = (
+        "import sys, runtimes.native; from runtimes.exported import ExportedRuntime; "
+        f"rt = ExportedRuntime({str(plain_bundle)!r}, threads=1); "
+        f"rt.generate([{str(images[0])!r}], 'What?', max_new_tokens=2); "
+        "print(sorted(m for m in ('export.bundle', 'export.mmproj', 'torch') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]", done.stdout + done.stderr
+
+
+def with_template(bundle, folder, name, **strings):
+    """A copy of ``bundle`` whose manifest carries the template ``name`` spelled out from the bundle's
+    own strings, with ``strings`` (e.g. ``system``) replaced."""
+    from dataclasses import asdict
+
+    from export.manifest import TemplateInfo
+    from impvlm.templates import Template
+
+    shutil.copytree(bundle, folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    stored = {k: manifest["template"][k] for k in ("style", "system", "sep", "sep2")}
+    template = Template(name, roles=tuple(manifest["template"]["roles"]), **{**stored, **strings})
+    manifest["template"] = asdict(TemplateInfo.of(template))
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return folder
+
+
+def test_a_template_impvlm_does_not_know_chats_from_the_stored_strings(
+    plain_bundle, images, torch_answers, tmp_path
+):
+    from impvlm.templates import TEMPLATES, Turn, get_template
+
+    turns = [Turn("user", "<image>\nHi"), Turn("assistant", "Hello."), Turn("user", "And now?")]
+    with load_runtime(plain_bundle, threads=1) as rt:  # a known template renders as impvlm's does
+        assert rt.render(turns, 1) == get_template("phi2").prompt(turns, add_generation_prompt=True)
+    renamed = with_template(plain_bundle, tmp_path / "renamed", "house-phi2")
+    assert "house-phi2" not in TEMPLATES
+    with load_runtime(renamed, threads=1) as rt:
+        assert rt.template.name == "house-phi2"
+        assert rt.render(turns, 1) == get_template("phi2").prompt(turns, add_generation_prompt=True)
+        got = [rt.generate([images[0]], q, max_new_tokens=12).token_ids for q in QUESTIONS]
+    assert got == torch_answers[: len(QUESTIONS)]  # the same strings: the same answers
+    pirate = with_template(plain_bundle, tmp_path / "pirate", "pirate", system="You are a pirate.")
+    with load_runtime(pirate, threads=1) as rt:
+        assert rt.render("Ahoy?", 1) == "You are a pirate. USER: <image>\nAhoy? ASSISTANT:"
+        assert rt.generate([images[0]], "Ahoy?", max_new_tokens=4).token_ids
+
+
+def test_a_template_whose_strings_disagree_is_refused(plain_bundle, tmp_path):
+    bundle = with_template(plain_bundle, tmp_path / "odd", "house-phi2")
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["template"]["question_prompt"] = "Q: {question} A:"
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="template 'house-phi2' question_prompt .* does not follow from"):
+        load_runtime(bundle)
+    manifest["template"]["style"] = "three"
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="malformed: template 'house-phi2' needs a style of two, plain"):
+        load_runtime(bundle, verify=False)
+
+
+def test_compare_reads_the_export_checks_from_the_typed_manifest(tiny_bundle):
+    from benchmarks.compare import Run
+    from export.manifest import load_manifest
+
+    identity = {"runtime": "exported", "bundle": str(tiny_bundle), "lm": "q4_k_m", "vision": "int8"}
+    on_disk = load_manifest(tiny_bundle)
+    logits = on_disk["lm"]["q4_k_m"]["validation"]["logits"]
+    assert Run(tiny_bundle, identity, {}).token_level() == {
+        "lm_top1_agreement": logits["top1_agreement"],
+        "lm_mean_kl": logits["mean_kl"],
+        "vision_min_cos": on_disk["vision"]["int8"]["validation"]["min_cos"],
+    }
+    assert Run(tiny_bundle, {**identity, "lm": "q5_k_m", "vision": None}, {}).token_level() is None

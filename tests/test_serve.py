@@ -50,7 +50,7 @@ def bundle(tiny_checkpoint, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def image_root(tmp_path_factory):
-    from export.mmproj import validation_images
+    from export.mmproj_validate import validation_images
     from impvlm import build_config
 
     root = tmp_path_factory.mktemp("images")
@@ -80,7 +80,8 @@ def server(runtime, image_root):
     """``(base_url, ChatServer)`` of a live uvicorn server in a thread."""
     import uvicorn
 
-    from runtimes.serve import ChatServer, ServeLimits
+    from runtimes.serve import ChatServer
+    from runtimes.serve_request import ServeLimits
 
     limits = ServeLimits(
         max_body_bytes=2_000_000,
@@ -385,7 +386,7 @@ def test_the_server_still_answers_after_the_refusals(client):
 
 
 def test_local_paths_are_refused_without_an_image_root(runtime):
-    from runtimes.serve import APIError, ServeLimits, load_request_image
+    from runtimes.serve_request import APIError, ServeLimits, load_request_image
 
     with pytest.raises(APIError) as info:
         load_request_image("scene0.png", ServeLimits())
@@ -393,7 +394,7 @@ def test_local_paths_are_refused_without_an_image_root(runtime):
 
 
 def test_build_job_merges_roles_and_places_images(image_root):
-    from runtimes.serve import ServeLimits, build_job, parse_request
+    from runtimes.serve_request import ServeLimits, build_job, parse_request
 
     body = {
         "messages": [

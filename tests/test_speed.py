@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from pathlib import Path
 
 import pytest
 
@@ -164,3 +165,58 @@ def test_a_missed_target_is_explained_by_its_figures(speed_run):
     for t in s["targets"]:
         if t["met"] is False:
             assert any(c.isdigit() for c in t["holds_back"]), t
+
+
+EVAL_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "llava-eval"
+needs_eval_files = pytest.mark.skipif(
+    not (EVAL_ROOT / "gqa").is_dir(), reason="needs the real question files in ../shared/data/llava-eval"
+)
+
+
+@needs_eval_files
+def test_question_mix_counts_come_from_the_real_files():
+    from benchmarks.speed.mix import mix_groups, questions_per_image
+
+    per_image = questions_per_image(EVAL_ROOT)
+    assert per_image["gqa"] == pytest.approx(31.6, abs=0.05)
+    assert per_image["pope"] == pytest.approx(17.8, abs=0.05)
+    assert per_image["mme"] == pytest.approx(2.0, abs=0.05)
+    assert per_image["textvqa"] == pytest.approx(1.6, abs=0.05)
+    assert mix_groups(per_image) == [("gqa", 32), ("pope", 18), ("mme", 2), ("textvqa", 2)]
+
+
+def test_a_broken_question_file_names_its_line(tmp_path):
+    from benchmarks.speed.mix import MIX_FILES, questions_per_image
+    from impvlm.errors import ConfigError
+
+    for rel in MIX_FILES.values():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text('{"image": "a.jpg"}\n{"image": "a.jpg"}\n{"image": "b.jpg"}\n')
+    assert questions_per_image(tmp_path)["gqa"] == 1.5
+    (tmp_path / MIX_FILES["mme"]).write_text('{"image": "a.jpg"}\nnot json\n')
+    with pytest.raises(ConfigError, match=r"llava_mme.jsonl, line 2"):
+        questions_per_image(tmp_path)
+
+
+@needs_eval_files
+def test_question_mix_against_both_peers(speed_run):
+    out, _, _, s = speed_run
+    mix = s["raw"]["mix"]
+    assert set(mix) == {"torch", "native-one", "native-reuse", "engine"}
+    groups = s["raw"]["workload"]["mix"]["groups"]
+    n = sum(count for _, count in groups)
+    for mode, run in mix.items():
+        assert (
+            run["questions"] == n and positive(run["questions_per_minute"]) and positive(run["peak_rss_mb"])
+        )
+        assert positive(run["first_ttft_s"]["median"]) and positive(run["later_ttft_s"]["median"])
+        expected = n if mode == "engine" else sum(min(c, 2) for _, c in groups)
+        assert run["answered"] == expected, mode
+    assert (
+        mix["native-one"]["runtime"]["runtime"] == "native"
+        and mix["engine"]["runtime"]["runtime"] == "exported"
+    )
+    targets = {t["key"]: t for t in s["targets"]}
+    assert {"mix_vs_torch", "mix_vs_llamacpp", "mix_ttft", "mix_rss"} <= set(targets)
+    assert targets["mix_rss"]["applies"] is False  # a tiny model is not the 3B target
+    assert "### Benchmark throughput on the real question mix" in (out / "speed.md").read_text()

@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from impdefs import SHORT_ANSWER_TAIL as SHORT_ANSWER_SUFFIX  # the question's last line, with its break
 from impvlm.data.synthetic import (
     KINDS,
     PALETTE,
     POSITION_PHRASES,
     QA,
-    SHORT_ANSWER_SUFFIX,
     SLOTS,
     Renderer,
     Scene,

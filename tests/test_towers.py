@@ -37,14 +37,14 @@ def test_config_and_tower_follow_the_family(preset: str, family) -> None:
 
 def test_one_image_token_and_short_answer_instruction() -> None:
     import benchmarks.base
-    import impvlm.data.synthetic
+    import impdefs
     import impvlm.templates
     import impvlm.tokenizer
 
     assert impvlm.tokenizer.IMAGE_TOKEN is impvlm.templates.IMAGE_TOKEN == "<image>"
     instruction = impvlm.templates.SHORT_ANSWER_SUFFIX
-    assert instruction == benchmarks.base.SHORT_ANSWER_SUFFIX  # the scorers' copy (they import no impvlm)
-    assert "\n" + instruction == impvlm.data.synthetic.SHORT_ANSWER_SUFFIX
+    assert instruction == benchmarks.base.SHORT_ANSWER_SUFFIX  # re-exported from impdefs for the scorers
+    assert "\n" + instruction == impdefs.SHORT_ANSWER_TAIL
 
 
 @pytest.mark.parametrize(
@@ -55,3 +55,47 @@ def test_the_cli_treats_every_user_error_alike(error: type[Exception]) -> None:
 
     assert issubclass(error, user_errors())
     assert issubclass(ExportError, ImpError)
+
+
+def test_shared_definitions_import_nothing_and_root_every_user_error() -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import impdefs
+    from benchmarks.mmvet_judge import JudgeError
+
+    code = "import sys; before = set(sys.modules); import impdefs; print(sorted(set(sys.modules) - before))"
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).parents[1],
+    )
+    assert out.stdout.strip() == "['impdefs']"
+    assert ImpError is impdefs.ImpError
+    for error in (BenchmarkError, BenchmarkDataError, JudgeError, ExportError, ConfigError):
+        assert issubclass(error, impdefs.ImpError), error
+
+
+def test_a_closed_output_pipe_ends_the_command_quietly(tiny_checkpoint) -> None:
+    """``imp info CHECKPOINT | head``: the reader stops early; no traceback, no error line."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "impvlm.cli", "info", str(tiny_checkpoint)],
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=Path(__file__).parents[1],
+        )
+    finally:
+        os.close(write)
+    assert done.returncode == 141 and done.stderr == ""

@@ -18,9 +18,10 @@ from impvlm.data.synthetic import WorldConfig, generate_dataset
 from impvlm.errors import CheckpointError, ConfigError, DataError
 from impvlm.tokenizer import build_corpus, train_tokenizer
 from impvlm.train import exact_accuracy, merge_checkpoint, run_training
+from impvlm.train.loss_log import read_loss_log
 from impvlm.train.recipes import load_recipe
 from impvlm.train.tower import TowerTraining, pretrain_tower
-from impvlm.train.trainer import COMMIT_MARKER, read_loss_log
+from impvlm.train.trainer import COMMIT_MARKER
 from impvlm.train.weights import load_start_model
 
 FAST = {

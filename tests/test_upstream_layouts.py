@@ -8,8 +8,6 @@ One layout runs end to end by default; the others are marked slow (about a minut
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import shutil
 from pathlib import Path
@@ -17,18 +15,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from cli_run import imp
 from upstream_configs import ENDOFTEXT, EOS, IMAGE, LM, SIGLIP
 from upstream_layouts import (
     TrainingArguments,
     _Init,
-    build_layouts,
     phi_tensors,
     write_fft,
     write_images,
 )
 
 from impvlm.checkpoint import load_model, read_checkpoint
-from impvlm.cli import main
 from impvlm.errors import CheckpointError
 from impvlm.templates import IMAGE_SENTINEL
 from impvlm.upstream import Parts
@@ -41,21 +38,8 @@ CLS_ORDER_BUG = "libmtmd computes the class token last"
 
 
 @pytest.fixture(scope="module")
-def layouts(tmp_path_factory):
-    return build_layouts(tmp_path_factory.mktemp("upstream"))
-
-
-@pytest.fixture(scope="module")
 def images(tmp_path_factory):
     return write_images(tmp_path_factory.mktemp("pictures"))
-
-
-def imp(*argv: object) -> tuple[int, str, str]:
-    """Run the ``imp`` command in-process: (exit status, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        status = main([str(a) for a in argv])
-    return status, out.getvalue(), err.getvalue()
 
 
 def parts(fixture) -> Parts:

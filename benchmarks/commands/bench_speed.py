@@ -59,6 +59,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bandwidth-mb", type=int, help="array size of the bandwidth copy (default 1024)")
     parser.add_argument("--no-torch", action="store_true", help="skip PyTorch (needs ~13 GB at real size)")
     parser.add_argument(
+        "--mix-only",
+        action="store_true",
+        help="measure only the real question mix (each runtime vs PyTorch and libmtmd; ~20 min at real size)",
+    )
+    parser.add_argument(
+        "--mix-sample", type=int, help="questions per photo answered one at a time in the mix (default 2)"
+    )
+    parser.add_argument(
         "--validate-export", action="store_true", help="run the bundle parity checks on export"
     )
     parser.add_argument("--rebuild", action="store_true", help="rebuild the random model and re-export")
@@ -99,6 +107,7 @@ def build_configs(args: argparse.Namespace) -> list:
         "seed": args.seed,
         "deploy_lm": args.deploy_lm,
         "deploy_vision": args.deploy_vision,
+        "mix_sample": args.mix_sample,
     }
     overrides.update({k: v for k, v in simple.items() if v is not None})
     if args.quants:
@@ -111,6 +120,8 @@ def build_configs(args: argparse.Namespace) -> list:
         overrides["profiles"] = _csv(args.profiles)
     if args.no_torch:
         overrides["measure_torch"] = False
+    if args.mix_only:
+        overrides["mix_only"] = True
     if args.fresh_processes is not None:
         overrides["fresh_processes"] = args.fresh_processes
     presets = _csv(args.preset) if args.preset else (("imp-tiny",) if args.tiny else ("imp-v1-3b",))

@@ -1,17 +1,21 @@
-"""Compare benchmark runs of the same model across runtimes; exit 1 when accuracy did not hold.
+"""Compare benchmark runs of the same model across runtimes: does accuracy hold, with confidence?
 
   imp compare REFERENCE_RUN CANDIDATE_RUN [CANDIDATE_RUN ...] --out REPORT_DIR
   imp compare work/ckpt work/bundle --data DIR --out REPORT_DIR --lm f16,q8_0,q4_k_m --vision fp32,int8
 
 Inputs are run folders of `imp bench` (with results.json), or a checkpoint / bundle / runtime spec,
 which is run on the benchmarks first (into REPORT_DIR/runs/). The first input is the reference.
-Writes report.md, report.json and PNG charts to REPORT_DIR. A benchmark that the runs did not answer
-on the same questions is reported as not comparable, and accuracy is then not shown to hold (exit 1).
+Writes report.md, report.json and PNG charts to REPORT_DIR. Each benchmark x candidate HOLDS, DROPS
+or is NOT DECIDED (too few questions; the report says about how many more would decide it).
+Exit status: 0 every row holds, 1 a row drops (or could not be paired: a benchmark the runs did not
+answer on the same questions), 3 not decided (1 with --strict).
 """
 
 from __future__ import annotations
 
 import argparse
+
+from export.quant_types import NEAR_LOSSLESS_MARGIN, QUANTIZED_MARGIN
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -26,13 +30,25 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lm", default="", help="bundle GGUF precisions to run, comma-separated")
     parser.add_argument("--vision", default="", help="bundle ONNX precisions to run, comma-separated")
     parser.add_argument("--max-new-tokens", type=int, help="cap answer length (when running)")
-    parser.add_argument("--max-drop-lossless", type=float, default=0.2, help="f16 / q8_0: max drop in points")
     parser.add_argument(
-        "--min-agreement", type=float, default=99.0, help="f16 / q8_0: min per-sample agreement %%"
+        "--max-drop-lossless",
+        type=float,
+        default=NEAR_LOSSLESS_MARGIN.max_drop,
+        help="f16 / q8_0: max drop in points",
     )
     parser.add_argument(
-        "--max-drop-quantized", type=float, default=1.0, help="4-6 bit / int8: max drop in points"
+        "--min-agreement",
+        type=float,
+        default=NEAR_LOSSLESS_MARGIN.min_agreement,
+        help="f16 / q8_0: min per-sample agreement %%",
     )
+    parser.add_argument(
+        "--max-drop-quantized",
+        type=float,
+        default=QUANTIZED_MARGIN.max_drop,
+        help="4-6 bit / int8: max drop in points",
+    )
+    parser.add_argument("--strict", action="store_true", help="exit 1 (not 3) when a verdict is not decided")
     parser.add_argument(
         "--overwrite",
         action="store_true",
@@ -44,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from benchmarks.base import prepare_out_dir
-    from benchmarks.compare import Thresholds, compare_runs, verdict_table, write_report
+    from benchmarks.compare import Thresholds, compare_runs, exit_status, verdict_table, write_report
     from benchmarks.runner import RESULTS_FILE, BenchmarkRunOptions
     from impvlm.errors import ConfigError
 
@@ -67,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     paths = write_report(report, out)
     print(verdict_table(report))
     print(f"\nreport: {paths['md']}")
-    return 0 if report["holds"] else 1
+    return exit_status(report, args.strict)
 
 
 def run_inputs(spec, args, runs_dir, options):
@@ -75,7 +91,7 @@ def run_inputs(spec, args, runs_dir, options):
     from pathlib import Path
 
     from benchmarks.runner import run_suite
-    from runtimes.loader import load_runtime, parse_spec
+    from runtimes.loader import load_runtime, parse_spec, run_label
 
     kind, _, _ = parse_spec(spec)
     names = [n for n in args.benchmarks.split(",") if n]
@@ -87,12 +103,7 @@ def run_inputs(spec, args, runs_dir, options):
     out = []
     for lm, vision in combos:
         runtime = load_runtime(spec, lm=lm, vision=vision)
-        label = (
-            kind
-            if kind == "torch"
-            else f"{kind}-{runtime.identity().get('lm')}-{runtime.identity().get('vision')}"
-        )
-        run_dir = Path(runs_dir) / label
+        run_dir = Path(runs_dir) / (run_label(runtime.identity()) or kind)
         run_suite(runtime, names, Path(args.data), run_dir, options)
         runtime.close()
         out.append(run_dir)

@@ -26,7 +26,7 @@ def analyze(raw: dict[str, Any], limits: Limits, config: SpeedConfig) -> PresetR
     m = Measured.from_dict(raw)
     manifest = m.manifest
     bundle = Path(m.prepared["bundle"])
-    decode_bytes = {q: gguf_decode_bytes(bundle / e["file"]) for q, e in manifest["lm"].items()}
+    decode_bytes = {q: gguf_decode_bytes(bundle / e.file) for q, e in manifest.lm.items()}
     bw = limits.at(config.threads)
     model = model_facts(m, decode_bytes)
     latency = latency_rows(m, config)

@@ -54,12 +54,12 @@ class LlamaLogGrep(logging.Handler):
 
 
 class BareLlama:
-    """The same GGUF in a bare llama.cpp context (:class:`~export.llama_session.LlamaSession`, the
+    """The same GGUF in a bare llama.cpp context (:class:`~export.llama.LlamaSession`, the
     low-level API): ``llama_decode`` of a prompt, then one token at a time; no prompt building, no vision.
     """
 
     def __init__(self, path: Path, threads: int, n_ctx: int, n_batch: int, n_ubatch: int, flash_attn: bool):
-        from export.llama_session import LlamaSession
+        from export.llama import LlamaSession
 
         self.settings = {
             "n_ctx": n_ctx,

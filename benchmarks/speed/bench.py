@@ -27,11 +27,14 @@ from impvlm.errors import ConfigError
 if TYPE_CHECKING:
     from benchmarks.speed.model import PreparedModel
     from benchmarks.speed.protocol import WorkerSpec
+    from export.manifest import Manifest
 
 log = logging.getLogger(__name__)
 
 FORMAT = "impvlm-speed"
 FORMAT_VERSION = 1
+#: photos the workload needs at least: one per benchmark of the question mix and a warm-up one
+MIX_PHOTOS = 5
 
 
 def run_speed_benchmark(
@@ -107,17 +110,18 @@ class Job(NamedTuple):
 
 def measure_preset(config: SpeedConfig, out: Path) -> dict[str, Any]:
     """Prepare (or reuse) the model and bundle of ``config``, then run every worker."""
+    from benchmarks.speed.measured import BundleFacts
     from benchmarks.speed.model import prepare_model
-    from export.bundle import load_manifest
+    from export.manifest import read_manifest
 
     started = time.perf_counter()
     prepared = prepare_model(config)
-    manifest = load_manifest(prepared.bundle, verify=False)
+    manifest = read_manifest(prepared.bundle, verify=False)
     spec = worker_spec(config, prepared, out)
     raw: dict[str, Any] = {
         "config": config.to_dict(),
         "prepared": prepared.to_dict(),
-        "manifest": _manifest_facts(manifest),
+        "manifest": BundleFacts.of(manifest).to_dict(),
         "workload": {"images": list(spec.images), "questions": list(spec.questions)},
         "torch": None,
         "exported": {},
@@ -125,8 +129,11 @@ def measure_preset(config: SpeedConfig, out: Path) -> dict[str, Any]:
         "profiles": {},
         "memory_probes": None,
         "errors": [],
+        "mix": {},
+        "matmul": None,
     }
-    jobs = preset_jobs(config, spec, manifest)
+    jobs = [] if config.mix_only else preset_jobs(config, spec, manifest)
+    jobs += mix_jobs(config, spec, manifest, raw)
     for i, job in enumerate(jobs, 1):
         run_job(job, raw, config, f"[{config.preset} {i}/{len(jobs)}]")
     raw["seconds"] = round(time.perf_counter() - started, 1)
@@ -138,7 +145,7 @@ def worker_spec(config: SpeedConfig, prepared: PreparedModel, out: Path) -> Work
     from benchmarks.speed.protocol import WorkerSpec
     from benchmarks.speed.workload import make_workload
 
-    n_images = max(config.images, config.warmup + config.runs, 2)
+    n_images = max(config.images, config.warmup + config.runs, MIX_PHOTOS)
     workload = make_workload(out / "work" / "images", n_images, seed=config.seed)
     return WorkerSpec(
         checkpoint=str(prepared.checkpoint),
@@ -155,7 +162,7 @@ def worker_spec(config: SpeedConfig, prepared: PreparedModel, out: Path) -> Work
     )
 
 
-def preset_jobs(config: SpeedConfig, spec: WorkerSpec, manifest: dict[str, Any]) -> list[Job]:
+def preset_jobs(config: SpeedConfig, spec: WorkerSpec, manifest: Manifest) -> list[Job]:
     """(label, worker, its arguments, where in ``raw`` its result goes) of every measurement."""
     from benchmarks.speed.probes import measure_memory_probes
     from benchmarks.speed.workers import (
@@ -184,6 +191,32 @@ def preset_jobs(config: SpeedConfig, spec: WorkerSpec, manifest: dict[str, Any])
     return jobs
 
 
+def mix_jobs(config: SpeedConfig, spec: WorkerSpec, manifest: Manifest, raw: dict[str, Any]) -> list[Job]:
+    """The question mix answered each way (:mod:`benchmarks.speed.mix`); records the mix in ``raw``."""
+    from benchmarks.speed.machine import matmul_peak
+    from benchmarks.speed.mix import default_eval_root, measure_mix, mix_groups, questions_per_image
+
+    try:
+        per_image = questions_per_image(default_eval_root())
+    except ConfigError as exc:
+        raw["errors"].append({"task": "question mix", "error": str(exc)})
+        return []
+    groups = mix_groups(per_image)
+    raw["workload"]["mix"] = {"questions_per_image": per_image, "groups": groups}
+    modes = [
+        m for m in ("torch", "native-one", "native-reuse", "engine") if m != "torch" or config.measure_torch
+    ]
+    if not manifest.mmproj:
+        modes = [m for m in modes if not m.startswith("native")]
+        raw["errors"].append(
+            {"task": "question mix", "error": "the bundle has no mmproj: libmtmd not measured"}
+        )
+    mmproj = next(iter(manifest.mmproj), "")
+    args = (groups, config.deploy_lm, config.deploy_vision, mmproj, config.mix_sample)
+    jobs = [Job(f"question mix, {m}", measure_mix, (spec, m, *args), ("mix", m)) for m in modes]
+    return [*jobs, Job("matmul peak", matmul_peak, (config.threads,), ("matmul",))]
+
+
 def run_job(job: Job, raw: dict[str, Any], config: SpeedConfig, prefix: str) -> None:
     """Run one measurement (each runtime in a process of its own; the memory probes start their own)
     and store its result in ``raw``, or its failure in ``raw["errors"]``."""
@@ -204,26 +237,3 @@ def run_job(job: Job, raw: dict[str, Any], config: SpeedConfig, prefix: str) -> 
             target = target[key]
         target[where[-1]] = result.to_dict() if isinstance(result, Record) else result
     log.info("%s %s done in %.1fs", prefix, label, time.perf_counter() - t0)
-
-
-def _manifest_facts(manifest: dict[str, Any]) -> dict[str, Any]:
-    """What the report needs from the bundle manifest: model, files, export and quantize times."""
-    files = manifest["files"]
-
-    def artifact(entry: dict[str, Any]) -> dict[str, Any]:
-        names = [entry["file"], *entry.get("extra_files", [])]
-        return {
-            "file": entry["file"],
-            "bytes": sum(files[n]["bytes"] for n in names),
-            "export_seconds": entry.get("export_seconds"),
-            "details": entry.get("details", {}),
-        }
-
-    return {
-        "model": manifest["model"],
-        "created": manifest.get("created"),
-        "timings": manifest.get("timings", {}),
-        "vision": {k: artifact(v) for k, v in manifest["vision"].items()},
-        "lm": {k: artifact(v) for k, v in manifest["lm"].items()},
-        "tools": manifest.get("tools", {}),
-    }

@@ -64,6 +64,9 @@ class SpeedConfig:
         validate_export: run the bundle's parity checks when exporting (slow at real size).
         fresh_processes: measure each runtime in a newly spawned interpreter (exact peak RSS, pays
             the imports per runtime); False forks from a preloaded server (``--tiny``).
+        mmproj: mmproj precisions exported for llama.cpp's own multimodal path (the mix's peer).
+        mix_sample: questions per photo a one-at-a-time runtime answers in the question mix.
+        mix_only: measure only the question mix (:mod:`benchmarks.speed.mix`).
     """
 
     preset: str = "imp-v1-3b"
@@ -88,6 +91,9 @@ class SpeedConfig:
     rebuild: bool = False
     measure_torch: bool = True
     fresh_processes: bool = True
+    mmproj: tuple[str, ...] = ("f16",)
+    mix_sample: int = 2
+    mix_only: bool = False
 
     def __post_init__(self) -> None:
         from runtimes.profiles import PROFILES
@@ -108,6 +114,8 @@ class SpeedConfig:
             )
         if unknown := [p for p in self.profiles if p not in PROFILES]:
             raise ConfigError(f"unknown profile {unknown[0]!r}; known: {', '.join(PROFILES)}")
+        if self.mix_sample < 1:
+            raise ConfigError("--mix-sample must be >= 1")
         if self.bandwidth_mb < 16:
             raise ConfigError("--bandwidth-mb must be >= 16 (the copy must not fit in cache)")
 
@@ -152,6 +160,7 @@ class SpeedConfig:
             "gguf": sorted(self.all_quants),
             "onnx": sorted(self.vision),
             "validate": self.validate_export,
+            "mmproj": sorted(self.mmproj),
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -204,5 +213,13 @@ TARGETS: dict[str, Target] = {
         Target("vision_int8", "vision encode, ONNX int8 vs PyTorch fp32", 2.0, "x"),
         Target("vision_int8_cosine", "int8 vision features, mean token cosine vs PyTorch fp32", 0.995, ""),
         Target("rss_3b", "peak RSS, exported runtime (3B model)", 2500.0, " MB", False),
+        Target(
+            "mix_vs_torch", "question-mix throughput, this engine vs PyTorch fp32 one at a time", 10.0, "x"
+        ),
+        Target(
+            "mix_vs_llamacpp", "question-mix throughput, this engine vs libmtmd with prefix reuse", 3.0, "x"
+        ),
+        Target("mix_ttft", "question mix: first TTFT over later same-image TTFT, this engine", 20.0, "x"),
+        Target("mix_rss", "peak RSS of this engine answering the mix (3B model)", 2500.0, " MB", False),
     ]
 }

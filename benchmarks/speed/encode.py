@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from benchmarks.speed.config import SpeedConfig
 from benchmarks.speed.machine import kv_bytes_per_token
-from benchmarks.speed.measured import Measured, RuntimeRun, VisionRun, med
+from benchmarks.speed.measured import BundleFacts, Measured, RuntimeRun, VisionRun, med
 from benchmarks.speed.rows import (
     Bandwidth,
     Cosine,
@@ -24,27 +23,27 @@ from benchmarks.speed.stats import pct_overhead, ratio
 
 
 def model_facts(m: Measured, decode_bytes: dict[str, DecodeBytes]) -> ModelFacts:
-    model = m.manifest["model"]
+    model = m.manifest.model
     any_lm = next(iter(decode_bytes.values()), None)
     return ModelFacts(
         preset=m.config["preset"],
         source=m.prepared["source"],
-        id=model["id"],
-        image_tokens=model["image_tokens"],
-        image_size=model["image_size"],
-        embedding_width=model["embedding_width"],
-        vocab_size=model["vocab_size"],
-        context_length=model["context_length"],
+        id=model.id,
+        image_tokens=model.image_tokens,
+        image_size=model.image_size,
+        embedding_width=model.embedding_width,
+        vocab_size=model.vocab_size,
+        context_length=model.context_length,
         lm_parameters=None if any_lm is None else any_lm.parameters,
         lm_layers=None if any_lm is None else any_lm.layers,
     )
 
 
-def file_rows(manifest: dict[str, Any]) -> list[FileRow]:
+def file_rows(manifest: BundleFacts) -> list[FileRow]:
     return [
-        FileRow(kind, precision, a["file"], a["bytes"] / 2**20, a["export_seconds"])
-        for kind in ("vision", "lm")
-        for precision, a in manifest[kind].items()
+        FileRow(kind, precision, a.file, a.bytes / 2**20, a.export_seconds)
+        for kind, files in (("vision", manifest.vision), ("lm", manifest.lm))
+        for precision, a in files.items()
     ]
 
 
@@ -53,9 +52,9 @@ def export_facts(m: Measured) -> ExportFacts:
     return ExportFacts(
         built_now=prepared["built_now"],
         exported_now=prepared["exported_now"],
-        exported_at=m.manifest.get("created"),
+        exported_at=m.manifest.created,
         build=prepared.get("build", {}),
-        bundle_timings=m.manifest.get("timings", {}),
+        bundle_timings=m.manifest.timings,
         cache_entry=prepared["cache_entry"],
     )
 
@@ -129,7 +128,7 @@ def lm_rows(
             continue
         facts = decode_bytes.get(q)
         per_token = None if facts is None else facts.bytes_per_token
-        file_bytes = m.manifest["lm"][q]["bytes"]
+        file_bytes = m.manifest.lm[q].bytes
         rows.append(_lm_row(f"gguf-{q}", f"GGUF {q}", entry, per_token, file_bytes, gb_s, any_lm))
     return rows
 

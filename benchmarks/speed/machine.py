@@ -102,6 +102,23 @@ def memory_bandwidth(size_mb: int, threads: int, repeats: int = 5) -> Bandwidth:
     )
 
 
+def matmul_peak(threads: int, n: int = 2048, repeats: int = 5) -> dict[str, float]:
+    """GFLOP/s of an ``n x n`` float32 matrix multiply with ``threads`` threads (best of ``repeats``):
+    the machine's measured compute peak that a prefill rate is set against. Run it in an isolated
+    worker, like :func:`memory_bandwidth`."""
+    import torch
+
+    torch.set_num_threads(threads)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)  # warm-up
+    seconds = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        torch.mm(a, b)
+        seconds.append(time.perf_counter() - started)
+    return {"threads": threads, "n": n, "gflops": 2 * n**3 / min(seconds) / 1e9}
+
+
 def gguf_decode_bytes(path: str | Path) -> DecodeBytes:
     """Bytes llama.cpp reads per decoded token from a GGUF file, and the model facts behind them."""
     import gguf

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from benchmarks.speed.record import OMIT_NONE, Record
+from export.manifest import Artifact, Manifest, ModelInfo
 
 
 @dataclass(frozen=True)
@@ -102,12 +103,49 @@ class RuntimeRun(Record):
 
 
 @dataclass(frozen=True)
+class BundleFile(Record):
+    """One runnable file of the bundle: its name, its bytes with its companion files, its export time."""
+
+    file: str
+    bytes: int
+    export_seconds: float
+    details: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class BundleFacts(Record):
+    """What the report needs from the bundle manifest (``manifest`` in ``speed.json``)."""
+
+    model: ModelInfo
+    created: str | None
+    timings: dict[str, float]
+    vision: dict[str, BundleFile]
+    lm: dict[str, BundleFile]
+    tools: dict[str, Any]
+
+    @classmethod
+    def of(cls, manifest: Manifest) -> BundleFacts:
+        def artifact(entry: Artifact) -> BundleFile:
+            size = sum(manifest.files[n].bytes for n in [entry.file, *entry.extra_files])
+            return BundleFile(entry.file, size, entry.export_seconds, entry.details)
+
+        return cls(
+            model=manifest.model,
+            created=manifest.created,
+            timings=manifest.timings,
+            vision={k: artifact(v) for k, v in manifest.vision.items()},
+            lm={k: artifact(v) for k, v in manifest.lm.items()},
+            tools=manifest.tools,
+        )
+
+
+@dataclass(frozen=True)
 class Measured(Record):
     """Everything measured for one preset (``raw`` in ``speed.json``)."""
 
     config: dict[str, Any]
     prepared: dict[str, Any]
-    manifest: dict[str, Any]
+    manifest: BundleFacts
     workload: dict[str, Any]
     torch: RuntimeRun | None
     exported: dict[str, RuntimeRun]
@@ -116,3 +154,5 @@ class Measured(Record):
     memory_probes: dict[str, Any] | None
     errors: list[dict[str, str]]
     seconds: float | None = None
+    mix: dict[str, Any] = field(default_factory=dict)  # question-mix runs by mode (benchmarks.speed.mix)
+    matmul: dict[str, Any] | None = None  # float32 matmul peak at the run's threads

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from benchmarks.speed.config import SpeedConfig
-from benchmarks.speed.measured import Measured, MemoryRun, RuntimeRun
+from benchmarks.speed.measured import BundleFacts, Measured, MemoryRun, RuntimeRun
 from benchmarks.speed.rows import FileRow, MemoryRow
 
 #: tokens: a 729-token image + question + answer fits
@@ -47,7 +47,7 @@ def memory_row(
     memory: MemoryRun,
     lm: str | None,
     vision: str | None,
-    manifest: dict[str, Any],
+    manifest: BundleFacts,
 ) -> MemoryRow:
     after = memory.rss_after_mb
     base, peak = memory.baseline_rss_mb, memory.peak_rss_mb
@@ -67,8 +67,8 @@ def memory_row(
         baseline_rss_mb=base,
         growth_mb=steps,
         transient_mb=max(0.0, peak - max([base, *after.values()])),
-        lm_file_mb=manifest["lm"][lm]["bytes"] / 2**20 if lm else None,
-        vision_file_mb=manifest["vision"][vision]["bytes"] / 2**20 if vision else None,
+        lm_file_mb=manifest.lm[lm].bytes / 2**20 if lm else None,
+        vision_file_mb=manifest.vision[vision].bytes / 2**20 if vision else None,
         llama_kv_mib=context.get("kv_buffer_mib"),
         llama_compute_mib=context.get("compute_buffer_mib"),
         llama_repack_mib=context.get("repack_mib"),

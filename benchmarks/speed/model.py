@@ -27,6 +27,7 @@ from typing import Any
 
 from benchmarks.speed.config import SpeedConfig, key_hash
 from benchmarks.speed.isolate import run_isolated
+from export.manifest import MANIFEST_FILE
 from impvlm.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -88,7 +89,7 @@ def prepare_model(config: SpeedConfig) -> PreparedModel:
     else:
         checkpoint = Path(config.checkpoint)
     bundle = folder / "bundle"
-    if config.rebuild or built_now or not (bundle / "manifest.json").is_file():
+    if config.rebuild or built_now or not (bundle / MANIFEST_FILE).is_file():
         log.info(
             "exporting %s to %s (gguf %s, onnx %s)", checkpoint, bundle, config.all_quants, config.vision
         )
@@ -100,6 +101,7 @@ def prepare_model(config: SpeedConfig) -> PreparedModel:
             config.vision,
             config.validate_export,
             config.threads,
+            config.mmproj,
         )
         exported_now = True
     else:
@@ -172,12 +174,20 @@ def export_model(
     vision: tuple[str, ...],
     validate: bool,
     threads: int,
+    mmproj: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    """``export_bundle`` in a child process; returns the manifest's timings."""
+    """``export_bundle`` in a child process (with the mmproj llama.cpp's own multimodal path reads);
+    returns the manifest's timings."""
     from export.bundle import export_bundle
 
     manifest = export_bundle(
-        checkpoint, bundle, gguf=list(quants), onnx=list(vision), validate=validate, threads=threads
+        checkpoint,
+        bundle,
+        gguf=list(quants),
+        onnx=list(vision),
+        validate=validate,
+        threads=threads,
+        mmproj=list(mmproj),
     )
     return dict(manifest.timings)
 

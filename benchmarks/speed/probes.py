@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -13,6 +13,9 @@ from benchmarks.speed.bare import LlamaLogGrep
 from benchmarks.speed.config import SpeedConfig
 from benchmarks.speed.isolate import run_isolated
 from benchmarks.speed.protocol import current_rss_mb
+
+if TYPE_CHECKING:
+    from export.manifest import Manifest
 
 #: What a process that runs only the exported runtime has to import (no torch, no transformers).
 LEAN_IMPORTS = "import numpy, PIL.Image, tokenizers, onnxruntime, llama_cpp"
@@ -31,7 +34,7 @@ def probe_lean_imports_mb() -> float:
 def probe_llama_model_mb(path: str, mode: str) -> dict[str, Any]:
     """RSS growth while llama.cpp loads a GGUF: ``default`` (mmap + weight repacking), ``no_mmap``
     (read into memory) or ``no_repack`` (mmap, no CPU_REPACK copies)."""
-    from export.llama_session import llama_cpp_module
+    from export.llama import llama_cpp_module
     from runtimes.base import peak_rss_mb
 
     lib = llama_cpp_module()
@@ -78,17 +81,17 @@ def probe_onnx_session_mb(path: str, threads: int, prepack: bool) -> dict[str, A
     }
 
 
-def measure_memory_probes(config: SpeedConfig, spec: Any, manifest: dict[str, Any]) -> dict[str, Any]:
+def measure_memory_probes(config: SpeedConfig, spec: Any, manifest: Manifest) -> dict[str, Any]:
     """What the exported runtime's memory is made of, and what other settings would save (each in its
     own process): imports without torch, llama.cpp loading modes, ONNX Runtime with / without weight
     prepacking."""
     bundle = Path(spec.bundle)
-    gguf = str(bundle / manifest["lm"][config.deploy_lm]["file"])
+    gguf = str(bundle / manifest.lm[config.deploy_lm].file)
     out: dict[str, Any] = {"lean_imports_mb": probe_lean_imports_mb(), "llama": {}, "onnx": {}}
     for mode in ("default", "no_mmap", "no_repack"):
         out["llama"][mode] = run_isolated(probe_llama_model_mb, gguf, mode)
     for v in config.vision:
-        path = str(bundle / manifest["vision"][v]["file"])
+        path = str(bundle / manifest.vision[v].file)
         out["onnx"][v] = {
             "default": run_isolated(probe_onnx_session_mb, path, config.threads, True),
             "no_prepack": run_isolated(probe_onnx_session_mb, path, config.threads, False),

@@ -2,7 +2,8 @@
 
 Every record is a frozen dataclass deriving from :class:`Record`: :meth:`Record.to_dict` gives the
 JSON object (field names are the JSON keys, in field order) and :meth:`Record.from_dict` reads it
-back, nested records, lists and mappings of records included. A field declared with
+back, nested records, lists and mappings of records included; a plain dataclass of another package
+(the bundle manifest's ``ModelInfo``) is written as its fields and read back by them. A field declared with
 ``field(default=None, metadata=OMIT_NONE)`` is left out of the JSON while it is None (a key only
 some workers write).
 """
@@ -39,6 +40,8 @@ class Record:
 def _dump(value: Any) -> Any:
     if isinstance(value, Record):
         return value.to_dict()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
     if isinstance(value, list | tuple):
         return [_dump(v) for v in value]
     if isinstance(value, dict):
@@ -62,4 +65,6 @@ def _load(hint: Any, value: Any) -> Any:
         return {k: _load(args[1], v) for k, v in value.items()}
     if isinstance(hint, type) and issubclass(hint, Record):
         return hint.from_dict(value)
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        return hint(**value)
     return value

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from benchmarks.speed.mix_report import mix_markdown
 from benchmarks.speed.rows import LatencyRow, MemoryRow, PresetReport, VisionRow
 from benchmarks.speed.text import Column, fmt, met_text, params, render, table
 
@@ -144,6 +145,7 @@ def preset_markdown(preset: str, s: PresetReport) -> list[str]:
     for title, columns, rows in sections:
         lines += ["", f"### {title}", "", render(columns, rows)]
         lines += ["", LEGENDS[title]] if title in LEGENDS else []
+    lines += mix_markdown(s)
     lines += probes_markdown(s.memory_probes)
     if s.sweep:
         title = f"Thread sweep (exported {cfg['deploy_lm']} + {cfg['deploy_vision']})"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from benchmarks.speed.config import TARGETS, SpeedConfig
 from benchmarks.speed.memory import rss_breakdown, vision_growth
+from benchmarks.speed.mix_report import mix_verdicts
 from benchmarks.speed.rows import LatencyRow, LmRow, PresetReport, Verdict, VisionRow
 from benchmarks.speed.stats import breakdown, largest_stage
 from benchmarks.speed.timing import deploy_key
@@ -47,6 +48,7 @@ def targets(report: PresetReport, config: SpeedConfig) -> list[Verdict]:
         *vision_verdicts(report.vision),
         cosine_verdict(report),
         rss_verdict(report, config),
+        *mix_verdicts(report.raw, report.model.lm_parameters),
         *[roofline_row(r) for r in report.lm if r.roofline_fraction is not None],
     ]
 

@@ -81,7 +81,7 @@ def open_exported(spec: WorkerSpec, threads: int | None, **options: Any) -> tupl
 def bare_beside(rt: Any, spec: WorkerSpec, lm: str, context: dict[str, Any]) -> BareLlama:
     """The runtime's GGUF in a bare llama.cpp context with the settings llama.cpp made for the runtime."""
     return BareLlama(
-        Path(spec.bundle) / rt.manifest["lm"][lm]["file"],
+        Path(spec.bundle) / rt.manifest.lm[lm].file,
         threads=spec.threads,
         n_ctx=int(context.get("n_ctx", rt.context_length)),
         n_batch=int(context.get("n_batch", max(512, rt.num_image_tokens))),

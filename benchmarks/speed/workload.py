@@ -12,10 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.base import SHORT_ANSWER_SUFFIX
+from impdefs import SHORT_ANSWER_TAIL
 
 QUESTIONS: tuple[str, ...] = tuple(
-    f"{q}\n{SHORT_ANSWER_SUFFIX}"
+    q + SHORT_ANSWER_TAIL
     for q in (
         "What color is the shape on the left side of the picture?",
         "How many shapes are there in the image?",

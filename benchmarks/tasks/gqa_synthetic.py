@@ -13,8 +13,9 @@ from typing import Any
 import numpy as np
 
 from benchmarks.tasks import gqa
-from benchmarks.tasks.synthetic_common import SHORT, BenchmarkFiles, SuiteWriter, article, object_scene, pick
-from impvlm.data.synthetic import POSITION_PHRASES, Obj, Scene, WorldConfig, ask
+from benchmarks.tasks.synthetic_common import BenchmarkFiles, SuiteWriter, object_scene
+from impdefs import SHORT_ANSWER_TAIL
+from impvlm.data.synthetic import POSITION_PHRASES, Obj, Scene, WorldConfig, article, ask, pick
 
 SEMANTIC = {"colour": "attr", "shape": "cat", "position": "rel", "exists": "obj"}
 
@@ -37,7 +38,12 @@ def write(suite: SuiteWriter, rng: np.random.Generator) -> BenchmarkFiles:
         for question, answer, types in made:
             qid = str(201_000_000 + len(questions))
             questions.append(
-                {"question_id": qid, "image": image, "text": question + SHORT, "category": "default"}
+                {
+                    "question_id": qid,
+                    "image": image,
+                    "text": question + SHORT_ANSWER_TAIL,
+                    "category": "default",
+                }
             )
             structural[types["structural"]] += 1
             annotations[qid] = _annotation(qid, image_id, question, answer, types)

@@ -13,10 +13,10 @@ suffix, options stopping at the first empty one (empty, pandas' NA spellings suc
 
 Scoring: rows whose ``index`` differ by multiples of 1e6 are rotated copies of one question
 (group by ``index % 1e6``); circular accuracy (the headline) counts a question correct only if every
-copy is. The choice is extracted from the answer the way VLMEvalKit's exact matching does: replace each
-of ``.()[],:;!*#{}`` with a space and split; exactly one option letter among the words -> it; else
-exactly one option text contained in the lower-cased answer -> it; else unanswered (wrong here; the
-official pipeline asks an LLM to extract the choice, so this is a lower bound — see ``unparsed``).
+copy is; ``questions`` counts those, ``rows`` the rows. The choice is extracted from the answer with one
+of VLMEvalKit's exact-matching rules (:mod:`benchmarks.tasks.mmbench_rules`; ``rule``, by default the
+one that reproduces LLaVA's published numbers); an answer without an extractable choice is wrong here
+(the official pipeline asks an LLM to extract the choice, so this is a lower bound — see ``unparsed``).
 Without an ``answer`` column (test TSVs) the headline is ``None``; :meth:`MMBench.write_submission`
 writes the upload xlsx (``index, question, A, B, C, D, prediction, answer, split`` with the raw
 prediction text) with openpyxl.
@@ -40,6 +40,9 @@ from benchmarks.base import (
     SampleScore,
     require_file,
 )
+from benchmarks.tasks.mmbench_rules import EXTRACTORS, MMBENCH_RULES, extract_choice
+
+__all__ = ["MMBench", "build_prompt", "extract_choice", "is_missing", "read_tsv"]
 
 FOLDER = "mmbench"
 QUESTION_FILE = "mmbench_dev_20230712.tsv"
@@ -47,7 +50,6 @@ OPTION_LETTERS = ("A", "B", "C", "D")
 ROTATION = 1_000_000
 UPLOAD_COLUMNS = ("index", "question", "A", "B", "C", "D", "prediction", "answer", "split")
 REQUIRED_COLUMNS = ("index", "question", "A", "B")
-_STRIP_CHARS = ".()[],:;!*#{}"
 
 # Strings pandas.read_table reads as NaN by default, plus LLaVA's is_none ("nan" / "none", any case).
 PANDAS_NA = frozenset(
@@ -78,22 +80,6 @@ PANDAS_NA = frozenset(
 def is_missing(value: str | None) -> bool:
     """Whether LLaVA (reading the TSV with pandas) sees ``value`` as missing."""
     return value is None or value in PANDAS_NA or value.lower() in ("nan", "none")
-
-
-def extract_choice(text: str, options: dict[str, str]) -> str | None:
-    """The option letter an answer names (VLMEvalKit exact matching), ``None`` when ambiguous."""
-    cleaned = text
-    for ch in _STRIP_CHARS:
-        cleaned = cleaned.replace(ch, " ")
-    words = cleaned.split()
-    letters = [letter for letter in options if letter in words]
-    if len(letters) == 1:
-        return letters[0]
-    lowered = text.lower()
-    matches = [letter for letter, option in options.items() if str(option).lower() in lowered]
-    if len(matches) == 1:
-        return matches[0]
-    return None
 
 
 def build_prompt(question: str, hint: str | None, options: dict[str, str]) -> str:
@@ -135,11 +121,16 @@ class MMBench(Benchmark):
     name = "mmbench"
     headline_name = "circular_accuracy"
 
-    def __init__(self, question_file: str = QUESTION_FILE):
+    def __init__(self, question_file: str = QUESTION_FILE, rule: str = MMBENCH_RULES[0]):
+        if rule not in EXTRACTORS:
+            raise BenchmarkDataError(
+                f"unknown MMBench extraction rule {rule!r}; valid: {', '.join(MMBENCH_RULES)}"
+            )
         self.question_file = question_file
+        self.rule = rule
 
     def __repr__(self) -> str:
-        return f"MMBench(question_file={self.question_file!r})"
+        return f"MMBench(question_file={self.question_file!r}, rule={self.rule!r})"
 
     def tsv_path(self, root: Path) -> Path:
         return Path(root) / FOLDER / self.question_file
@@ -189,6 +180,10 @@ class MMBench(Benchmark):
             )
         return questions
 
+    def sampling_unit(self, question: Question) -> str | None:
+        """The circular group: the question and its rotated copies."""
+        return str(int(question.meta["index"]) % ROTATION)
+
     def image_dir(self, root: Path) -> Path:
         return Path(root) / FOLDER
 
@@ -198,9 +193,10 @@ class MMBench(Benchmark):
         group_category: dict[int, tuple[str | None, str | None]] = {}
         unparsed = 0
         rows_scored = []
+        extract = EXTRACTORS[self.rule]
         for q in questions:
             gold = q.meta.get("answer")
-            parsed = extract_choice(answers.get(q.qid) or "", q.meta.get("options") or {})
+            parsed = extract(answers.get(q.qid) or "", q.meta.get("options") or {})
             if gold is None:
                 samples.append(SampleScore(q.qid, parsed, None))
                 continue
@@ -214,7 +210,9 @@ class MMBench(Benchmark):
                 group_category[key] = (q.category, q.meta.get("l2_category"))
         if not groups:
             note = f"no answers in {self.question_file}: upload the xlsx from write_submission to the MMBench server"
-            return BenchmarkResult(self.name, self.headline_name, None, {}, samples, note, STATUS_SUBMISSION)
+            return BenchmarkResult(
+                self.name, self.headline_name, None, {}, samples, note, STATUS_SUBMISSION, self.info()
+            )
         circular = {key: all(v) for key, v in groups.items()}
         headline = 100 * sum(circular.values()) / len(circular)
         metrics = {
@@ -232,7 +230,12 @@ class MMBench(Benchmark):
                     per.setdefault(name, []).append(ok)
             metrics.update({f"{prefix}/{k}": 100 * sum(v) / len(v) for k, v in sorted(per.items())})
         note = f"{unparsed} answer(s) with no extractable choice counted wrong" if unparsed else ""
-        return BenchmarkResult(self.name, self.headline_name, headline, metrics, samples, note=note)
+        return BenchmarkResult(
+            self.name, self.headline_name, headline, metrics, samples, note=note, info=self.info()
+        )
+
+    def info(self) -> dict:
+        return {"extraction_rule": self.rule}
 
     def write_submission(
         self, root: Path, answers: dict[str, str], questions: list[Question], out_dir: Path

@@ -12,8 +12,8 @@ import csv
 import numpy as np
 
 from benchmarks.tasks import mmbench
-from benchmarks.tasks.synthetic_common import BenchmarkFiles, SuiteWriter, choices, mc_domain, pick, png
-from impvlm.data.synthetic import QA, applicable_kinds, ask, sample_scene
+from benchmarks.tasks.synthetic_common import BenchmarkFiles, SuiteWriter, choices, mc_domain, png
+from impvlm.data.synthetic import QA, applicable_kinds, ask, pick, sample_scene
 
 HINTS = ("The image shows flat shapes or a word on a dark background.", "Look closely at the image.")
 CATEGORIES: dict[str, tuple[str, str]] = {  # kind -> (category, l2-category)

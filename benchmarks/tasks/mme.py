@@ -23,6 +23,7 @@ of subtask scores.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from benchmarks.base import (
     SHORT_ANSWER_SUFFIX,
@@ -121,6 +122,28 @@ class MME(Benchmark):
 
     def image_dir(self, root: Path) -> Path:
         return Path(root) / FOLDER / BENCHMARK_DIR
+
+    def sampling_unit(self, question: Question) -> str | None:
+        """The image (acc+ pairs its two questions); cognition images are no part of the headline."""
+        question_id = str(question.meta.get("question_id", question.qid.rsplit("#", 1)[0]))
+        return question_id if (question.category or question_id.split("/")[0]) in PERCEPTION else None
+
+    def headline_shares(self, samples: list[dict[str, Any]]) -> dict[str, tuple[float, float]] | None:
+        """An image's share of perception: 100 / questions of its subtask per right answer, plus
+        100 / images of its subtask if both are right."""
+        per_task: dict[str, dict[str, list[float]]] = {}
+        for s in samples:
+            unit = s.get("unit", s["qid"].rsplit("#", 1)[0])
+            task = s.get("category") or s["qid"].split("/")[0]
+            if s.get("score") is not None and unit is not None and task in PERCEPTION:
+                per_task.setdefault(task, {}).setdefault(unit, []).append(float(s["score"]))
+        shares: dict[str, tuple[float, float]] = {}
+        for units in per_task.values():
+            questions, images = sum(len(v) for v in units.values()), len(units)
+            for unit, scores in units.items():
+                share = 100 * sum(scores) / questions + 100 * min(scores) / images
+                shares[unit] = (share, 100 * len(scores) / questions + 100 / images)
+        return shares
 
     def truth_file(self, root: Path, question_id: str) -> Path:
         category = question_id.split("/")[0]

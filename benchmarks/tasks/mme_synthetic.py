@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 from benchmarks.tasks import mme
-from benchmarks.tasks.synthetic_common import SHORT, BenchmarkFiles, SuiteWriter, object_scene, sign_scene
+from benchmarks.tasks.synthetic_common import BenchmarkFiles, SuiteWriter, object_scene, sign_scene
+from impdefs import SHORT_ANSWER_TAIL
 from impvlm.data.synthetic import ask
 
 SUBTASKS: dict[str, str] = {  # MME subtask -> world question kind (yes/no form)
@@ -40,7 +41,12 @@ def write(suite: SuiteWriter, rng: np.random.Generator) -> BenchmarkFiles:
                 qa = ask(scene, kind, rng, suite.cfg, polarity)
                 lines.append(f"{qa.question} {mme.GT_SUFFIX}\t{qa.answer.capitalize()}\n")
                 questions.append(
-                    {"question_id": image, "image": image, "text": qa.question + SHORT, "category": task}
+                    {
+                        "question_id": image,
+                        "image": image,
+                        "text": qa.question + SHORT_ANSWER_TAIL,
+                        "category": task,
+                    }
                 )
             suite.path(*base, task, f"{stem}.txt").write_text("".join(lines), encoding="utf-8")
         files.files.append("/".join([*base, task, "*.txt"]))

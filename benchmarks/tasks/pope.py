@@ -18,7 +18,11 @@ predicted "yes" the precision is 0 (the official script divides by zero there).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from benchmarks.base import (
     SHORT_MAX_NEW_TOKENS,
@@ -70,6 +74,19 @@ def binary_metrics(predictions: list[str], labels: list[str]) -> dict[str, float
     }
 
 
+def mean_f1(predicted_yes: np.ndarray, gold_yes: np.ndarray, split: np.ndarray) -> np.ndarray:
+    """The headline from 0/1 arrays over questions (last axis; leading axes are resamples): the
+    mean F1 (percent) of the splits present, ``split`` holding each question's split number."""
+    f1s, present = [], []
+    for s in np.unique(split):
+        mask = split == s
+        tp = np.sum(predicted_yes * gold_yes * mask, axis=-1)
+        wrong = np.sum((predicted_yes != gold_yes) * mask, axis=-1)
+        f1s.append(np.where(2 * tp + wrong > 0, 200 * tp / np.maximum(2 * tp + wrong, 1), 0.0))
+        present.append(np.any(mask, axis=-1))
+    return np.sum(np.stack(f1s) * np.stack(present), axis=0) / np.maximum(np.sum(present, axis=0), 1)
+
+
 class POPE(Benchmark):
     name = "pope"
     headline_name = "f1"
@@ -84,11 +101,7 @@ class POPE(Benchmark):
                 raise BenchmarkDataError(f"question {q.qid} in {path} has unknown category {q.category!r}")
             index = position.get(q.category, 0)
             position[q.category] = index + 1
-            out.append(
-                Question(
-                    q.qid, q.image, q.text, q.max_new_tokens, q.category, {**q.meta, "label_index": index}
-                )
-            )
+            out.append(replace(q, meta={**q.meta, "label_index": index}))
         return out
 
     def image_dir(self, root: Path) -> Path:
@@ -104,6 +117,10 @@ class POPE(Benchmark):
                 raise BenchmarkDataError(f"record {i} of {path} has label {label!r}, expected yes/no")
             labels.append(label)
         return labels
+
+    def headline_shares(self, samples: list[dict[str, Any]]) -> dict[str, tuple[float, float]] | None:
+        """None: F1 is no sum of per-question shares (see :func:`mean_f1`)."""
+        return None
 
     def score(self, root: Path, answers: dict[str, str], questions: list[Question]) -> BenchmarkResult:
         by_split: dict[str, list[Question]] = {}

@@ -12,8 +12,9 @@ from collections import Counter
 import numpy as np
 
 from benchmarks.tasks import pope
-from benchmarks.tasks.synthetic_common import SHORT, BenchmarkFiles, SuiteWriter, article, object_scene
-from impvlm.data.synthetic import Scene
+from benchmarks.tasks.synthetic_common import BenchmarkFiles, SuiteWriter, object_scene
+from impdefs import SHORT_ANSWER_TAIL
+from impvlm.data.synthetic import Scene, article
 
 ORDER = ("adversarial", "random", "popular")  # the order of the question file
 OFFSETS = {"adversarial": 0, "random": 10_000_000, "popular": 20_000_000}  # question-id offsets
@@ -47,7 +48,12 @@ def write(suite: SuiteWriter, rng: np.random.Generator) -> BenchmarkFiles:
         for j, (image, text, label) in enumerate(records[split], 1):
             labels.append({"question_id": j, "image": image, "text": text, "label": label})
             questions.append(
-                {"question_id": OFFSETS[split] + j, "image": image, "text": text + SHORT, "category": split}
+                {
+                    "question_id": OFFSETS[split] + j,
+                    "image": image,
+                    "text": text + SHORT_ANSWER_TAIL,
+                    "category": split,
+                }
             )
         suite.jsonl(files, labels, pope.FOLDER, pope.LABEL_DIR, pope.LABEL_FILE.format(split=split))
     suite.jsonl(files, questions, pope.FOLDER, pope.QUESTION_FILE)

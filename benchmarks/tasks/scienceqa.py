@@ -34,6 +34,7 @@ from benchmarks.base import (
     SampleScore,
     read_json,
 )
+from impdefs import IMAGE_TOKEN
 
 FOLDER = "scienceqa"
 QUESTION_FILE = "llava_test_CQM-A.json"
@@ -91,7 +92,7 @@ class ScienceQA(Benchmark):
                 human = record["conversations"][0]["value"]
             except (KeyError, IndexError, TypeError):
                 raise BenchmarkDataError(f"record {i} of {path} lacks id / conversations") from None
-            prompt = human.replace("<image>", "").strip()
+            prompt = human.replace(IMAGE_TOKEN, "").strip()
             meta = {"has_image": "image" in record, "n_choices": count_option_lines(prompt)}
             convs = record["conversations"]
             if len(convs) > 1 and convs[1].get("value") in OPTIONS:
@@ -132,6 +133,10 @@ class ScienceQA(Benchmark):
                 bool(q.meta["has_image"]),
             )
         return truth, f"ground truth from {QUESTION_FILE} ({PROBLEMS_FILE} absent)"
+
+    def sampling_unit(self, question: Question) -> str | None:
+        """A problem with an image (the headline); text-only problems are no part of it."""
+        return question.qid if question.meta.get("has_image") else None
 
     def score(self, root: Path, answers: dict[str, str], questions: list[Question]) -> BenchmarkResult:
         truth, note = self._truth(root, questions)

@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 
 from benchmarks.tasks import scienceqa
-from benchmarks.tasks.synthetic_common import BenchmarkFiles, SuiteWriter, choices, mc_domain, pick
-from impvlm.data.synthetic import WorldConfig, applicable_kinds, ask, sample_scene
+from benchmarks.tasks.synthetic_common import BenchmarkFiles, SuiteWriter, choices, mc_domain
+from impvlm.data.synthetic import WorldConfig, applicable_kinds, ask, pick, sample_scene
 from impvlm.templates import IMAGE_TOKEN
 
 HINTS = (

@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.base import SHORT_ANSWER_SUFFIX
 from impvlm.data.synthetic import (
     POSITION_PHRASES,
     QA,
@@ -27,11 +26,10 @@ from impvlm.data.synthetic import (
     WorldConfig,
     applicable_kinds,
     ask,
+    pick,
     sample_scene,
 )
 
-#: The short-answer line as it ends a question's ``text``.
-SHORT = "\n" + SHORT_ANSWER_SUFFIX
 NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
 # Plausible answers of annotators who disagree (not normalized to the right answer).
 SHAPE_ALTERNATES: dict[str, tuple[str, ...]] = {
@@ -128,16 +126,6 @@ def _dump(obj: Any, indent: int | None = None) -> str:
 
 
 # --------------------------------------------------------------------------------- words and answers
-
-
-def pick(rng: np.random.Generator, seq: Sequence[Any]) -> Any:
-    """One item of ``seq`` at random."""
-    return seq[int(rng.integers(len(seq)))]
-
-
-def article(word: str) -> str:
-    """``"an"`` before a vowel, else ``"a"``."""
-    return "an" if word[0] in "aeiou" else "a"
 
 
 def answer_type(qa: QA) -> str:

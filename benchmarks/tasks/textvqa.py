@@ -17,6 +17,7 @@ accuracy with every answer EvalAI-processed, in percent.
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 
 from benchmarks.base import (
@@ -66,11 +67,7 @@ class TextVQA(Benchmark):
             question = question_from_prompt(q.text)
             if question is None:
                 raise BenchmarkDataError(f"cannot find the question in the prompt of {q.qid} in {path}")
-            out.append(
-                Question(
-                    q.qid, q.image, q.text, q.max_new_tokens, q.category, {**q.meta, "question": question}
-                )
-            )
+            out.append(replace(q, meta={**q.meta, "question": question}))
         return out
 
     def image_dir(self, root: Path) -> Path:

@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 
 from benchmarks.tasks import textvqa
-from benchmarks.tasks.synthetic_common import SHORT, BenchmarkFiles, SuiteWriter, sign_scene, ten_answers
+from benchmarks.tasks.synthetic_common import BenchmarkFiles, SuiteWriter, sign_scene, ten_answers
+from impdefs import SHORT_ANSWER_TAIL
 from impvlm.data.synthetic import QA, ask
 
 #: Look-alike letters an OCR system confuses.
@@ -39,7 +40,7 @@ def write(suite: SuiteWriter, rng: np.random.Generator) -> BenchmarkFiles:
         if rng.random() < 0.5:
             qas.append(ask(scene, "colour", rng, suite.cfg))
         for qa in qas:
-            text = f"{qa.question}\n{textvqa.OCR_PREFIX}{', '.join(tokens)}{SHORT}"
+            text = f"{qa.question}\n{textvqa.OCR_PREFIX}{', '.join(tokens)}{SHORT_ANSWER_TAIL}"
             questions.append({"question_id": image_id, "image": image, "text": text, "category": "default"})
             data.append(_record(suite, rng, qa, image_id, 50_000 + len(data)))
     annotations = {"dataset_type": "val", "dataset_name": "textvqa", "dataset_version": "0.5.1", "data": data}

@@ -14,17 +14,11 @@ import numpy as np
 
 from benchmarks.base import UNANSWERABLE_SUFFIX
 from benchmarks.tasks import vizwiz
-from benchmarks.tasks.synthetic_common import (
-    SHORT,
-    BenchmarkFiles,
-    SuiteWriter,
-    answer_type,
-    pick,
-    ten_answers,
-)
-from impvlm.data.synthetic import POSITION_PHRASES, QA, Scene, sample_scene
+from benchmarks.tasks.synthetic_common import BenchmarkFiles, SuiteWriter, answer_type, ten_answers
+from impdefs import SHORT_ANSWER_TAIL
+from impvlm.data.synthetic import POSITION_PHRASES, QA, Scene, pick, sample_scene
 
-SUFFIX = "\n" + UNANSWERABLE_SUFFIX + SHORT
+SUFFIX = "\n" + UNANSWERABLE_SUFFIX + SHORT_ANSWER_TAIL
 UNANSWERABLE = "unanswerable"
 SPLITS = ("test", "val")
 

@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 
 from benchmarks.tasks import vqav2
-from benchmarks.tasks.synthetic_common import SHORT, BenchmarkFiles, SuiteWriter, answer_type, ten_answers
+from benchmarks.tasks.synthetic_common import BenchmarkFiles, SuiteWriter, answer_type, ten_answers
+from impdefs import SHORT_ANSWER_TAIL
 from impvlm.data.synthetic import QA, Scene, sample_scene
 
 SPLITS = ("test-dev2015", "val2014")
@@ -53,7 +54,7 @@ def _write_split(suite: SuiteWriter, files: BenchmarkFiles, items: list[Item], s
                 {
                     "question_id": question_id,
                     "image": image,
-                    "text": qa.question + SHORT,
+                    "text": qa.question + SHORT_ANSWER_TAIL,
                     "category": "default",
                 }
             )

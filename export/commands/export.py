@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from impvlm.arguments import add_upstream_parts
+
 
 def _csv(value: str) -> list[str]:
     value = value.strip().lower()
@@ -66,14 +68,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="quantize with an importance matrix measured on the calibration prompts",
     )
-    parser.add_argument(
-        "--vision-tower",
-        metavar="DIR",
-        help="local SigLIP / CLIP folder, for an upstream checkpoint that only names its tower (a hub id)",
-    )
-    parser.add_argument(
-        "--language-model", metavar="DIR", help="local Phi-2 folder, the base of an upstream stage output"
-    )
+    add_upstream_parts(parser)
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
@@ -101,17 +96,10 @@ def run(args: argparse.Namespace) -> int:
 
 def summary(manifest: dict[str, Any], bundle: str) -> str:
     """Files, sizes and parity of a freshly written bundle, one line per artifact."""
-    from export.bundle import iter_artifacts
-    from export.commands.info import format_size, parity_text
+    from export.commands import artifact_lines, format_size
 
     files = manifest["files"]
-    lines = [f"bundle {bundle} ({manifest['model']['id']}):"]
-    for kind, precision, entry in iter_artifacts(manifest):
-        size = sum(files[f]["bytes"] for f in [entry["file"], *entry.get("extra_files", [])])
-        lines.append(
-            f"  {kind:6} {precision:7} {entry['file']:32} {format_size(size):>9}  "
-            f"{entry['export_seconds']:7.1f}s  {parity_text(kind, entry.get('validation'))}"
-        )
+    lines = [f"bundle {bundle} ({manifest['model']['id']}):", *artifact_lines(manifest, with_seconds=True)]
     total = sum(f["bytes"] for f in files.values())
     lines.append(
         f"  total {format_size(total)} in {len(files)} files, {manifest['timings']['total_seconds']:.1f}s"

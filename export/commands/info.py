@@ -13,6 +13,8 @@ import argparse
 import json
 from typing import Any
 
+from impvlm.arguments import add_upstream_parts
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -20,18 +22,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-verify", action="store_true", help="do not hash the files (faster)")
     parser.add_argument("--json", action="store_true", help="print manifest.json as is")
-    parser.add_argument(
-        "--vision-tower", metavar="DIR", help="checkpoint: local tower folder for one that names a hub id"
-    )
-    parser.add_argument(
-        "--language-model", metavar="DIR", help="checkpoint: the base Phi-2 folder of a stage output"
-    )
+    add_upstream_parts(parser, scope="checkpoint only: ")
 
 
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from export.bundle import MANIFEST_FILE, load_manifest
+    from export.manifest import MANIFEST_FILE, load_manifest
 
     folder = Path(args.bundle)
     if not (folder / MANIFEST_FILE).is_file() and (folder / "config.json").is_file():
@@ -50,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
 
 def describe(m: dict[str, Any], verified: bool = True) -> str:
     """The manifest in human form."""
-    from export.bundle import iter_artifacts
+    from export.commands import artifact_lines, format_size
 
     model, tokens, image, tpl = m["model"], m["tokens"], m["image"], m["template"]
     src = m["source"]
@@ -71,47 +68,14 @@ def describe(m: dict[str, Any], verified: bool = True) -> str:
         f"mean {_floats(image['mean'])}, std {_floats(image['std'])}",
         f"tokenizer  {m['tokenizer']}/{_tokenizer_text(m.get('tokenizer_info'))}",
         "artifacts",
+        *artifact_lines(m),
     ]
     files = m["files"]
-    for kind, precision, entry in iter_artifacts(m):
-        size = sum(files[f]["bytes"] for f in [entry["file"], *entry.get("extra_files", [])])
-        lines.append(
-            f"  {kind:6} {precision:7} {entry['file']:32} {format_size(size):>9}  "
-            f"{parity_text(kind, entry.get('validation'))}"
-        )
     total = sum(f["bytes"] for f in files.values())
     lines.append(f"files      {len(files)}, {format_size(total)}")
     tools = ", ".join(f"{k} {v}" for k, v in m["tools"].items() if v)
     lines.append(f"tools      {tools}")
     return "\n".join(lines)
-
-
-def parity_text(kind: str, validation: dict[str, Any] | None) -> str:
-    if not validation:
-        return "not validated"
-    if kind == "mmproj":
-        from export.mmproj import describe_validation
-
-        return describe_validation(validation)
-    if kind == "vision":
-        return (
-            f"cos min {validation['min_cos']:.6f} mean {validation['mean_cos']:.6f}, "
-            f"max abs err {validation['max_abs_err']:.2g}"
-        )
-    verdict, logits, greedy = validation["verdict"], validation["logits"], validation["greedy"]
-    return (
-        f"rel logit err {verdict['relative_logit_error']:.2g}, mean KL {verdict['mean_kl']:.2g}, "
-        f"top-1 {logits['top1_agreement']:.3f}, greedy exact {greedy['exact_match']:.2f}"
-    )
-
-
-def format_size(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KB", "MB"):
-        if size < 1024:
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.2f} GB"
 
 
 def _tokenizer_text(info: dict[str, Any] | None) -> str:

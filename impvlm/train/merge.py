@@ -70,7 +70,7 @@ def merge_checkpoint(
         kind = _kind(item)
         log.info("merge: %s (%s)", item, kind)
         if kind == "checkpoint":
-            model, found = load_start_model(item)
+            model, found = load_start_model(item, parts=Parts.of(language_model, vision_tower))
             tokenizer_dir, has_projector = tokenizer_dir or found, True
             continue
         if model is None:

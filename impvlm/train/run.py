@@ -33,27 +33,23 @@ from impvlm.image_processing import ImageProcessor
 from impvlm.templates import get_template
 from impvlm.train.atomic import write_json_atomic, write_yaml_atomic
 from impvlm.train.data import ConversationDataset, DataCollator, read_records
+from impvlm.train.loss_log import LOSS_LOG, LossLog, mean_loss, read_loss_log, truncate_loss_log
 from impvlm.train.recipes import Recipe, load_recipe
 from impvlm.train.stages import Stage, get_stage_kind, unwrap
 from impvlm.train.tokens import load_training_tokenizer
 from impvlm.train.trainer import (
-    LOSS_LOG,
     REPORT_FILE,
     Device,
     ImpTrainer,
-    LossLog,
     check_device,
     committed_checkpoints,
     drop_uncommitted,
     gathered,
-    mean_loss,
     pick_num_threads,
-    read_loss_log,
     resolve_attention,
     resolve_precision,
     run_metadata,
     training_arguments,
-    truncate_loss_log,
 )
 from impvlm.train.weights import STAGE_FILE, build_from_parts, copy_tensors, load_start_model, projector_state
 

@@ -8,29 +8,37 @@ from typing import Any
 
 from impvlm.config import ImpConfig
 from impvlm.errors import ConfigError
-from impvlm.templates import IMAGE_TOKEN, get_template
-from impvlm.tokenizer import load_tokenizer
+from impvlm.templates import IMAGE_SENTINEL, IMAGE_TOKEN, get_template
+from impvlm.tokenizer import image_token_id, load_tokenizer, single_token_id
 
 log = logging.getLogger(__name__)
 
 
 def load_training_tokenizer(folder: str | Path, config: ImpConfig) -> Any:
-    """Load a tokenizer and make sure ``<image>`` and the template's stop string are single tokens with
+    """Load a tokenizer and make sure the template's stop string and ``<image>`` are single tokens with
     the ids the model uses.
 
-    A Phi-2 tokenizer as Imp ships it has no ``<image>`` token; when the next free id is the model's
-    ``image_token_index`` (50296 for Imp), ``<image>`` is added there. Any other disagreement is an error.
+    A Phi-2 tokenizer as upstream training starts from has neither ``</s>`` nor ``<image>``. A missing
+    stop token is added as the eos token when the next free id is the model's ``eos_token_id`` (50295:
+    Imp's training code adds ``</s>`` so), then a missing ``<image>`` when the next free id is the
+    model's ``image_token_index`` (50296 for Imp). A model whose ``image_token_index`` is the sentinel
+    (-200: upstream's training code splices the image where the text says ``<image>``) needs no
+    ``<image>`` token. Any other disagreement is an error.
     """
     tok = load_tokenizer(folder)
-    image_id = tok.convert_tokens_to_ids(IMAGE_TOKEN)
-    if image_id is None or image_id == tok.unk_token_id:
+    stop = get_template(config.template).stop_str
+    if single_token_id(tok, stop) is None and len(tok) == config.eos_token_id:
+        tok.add_special_tokens({"eos_token": stop})
+        log.info("added %s to the tokenizer as id %d (eos)", stop, config.eos_token_id)
+    image_id = image_token_id(tok)
+    if image_id == IMAGE_SENTINEL and config.image_token_index != IMAGE_SENTINEL:
         if len(tok) != config.image_token_index:
             raise ConfigError(
                 f"tokenizer {folder} has no {IMAGE_TOKEN} token and its next id {len(tok)} is not the "
                 f"model's image_token_index {config.image_token_index}"
             )
         tok.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
-        image_id = tok.convert_tokens_to_ids(IMAGE_TOKEN)
+        image_id = image_token_id(tok)
         log.info("added %s to the tokenizer as id %d", IMAGE_TOKEN, image_id)
     if image_id != config.image_token_index:
         raise ConfigError(
@@ -40,7 +48,6 @@ def load_training_tokenizer(folder: str | Path, config: ImpConfig) -> Any:
         raise ConfigError(
             f"tokenizer {folder} has {len(tok)} tokens, more than the model's {config.vocab_size}"
         )
-    stop = get_template(config.template).stop_str
     stop_ids = tok(stop, add_special_tokens=False).input_ids
     if len(stop_ids) != 1:
         raise ConfigError(f"tokenizer {folder} splits the stop string {stop!r} into {len(stop_ids)} tokens")

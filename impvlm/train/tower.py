@@ -28,12 +28,15 @@ import logging
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from impvlm.data.defaults import TOWER_STEPS
 from impvlm.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +113,69 @@ class TokenLabels:
         return out
 
 
+class TowerObjective:
+    """The preset's tower (seeded) and what it is trained towards: fresh scenes of ``world``, their
+    per-token labels and codes, the loss and the held-out accuracy per head."""
+
+    def __init__(self, world: Any, settings: TowerTraining, config: Any) -> None:
+        import torch
+
+        from impvlm.data.synthetic import Renderer
+        from impvlm.image_processing import ImageProcessor
+        from impvlm.vision import VisionTower
+
+        torch.manual_seed(settings.seed)
+        self.world, self.settings = world, settings
+        self.tower = VisionTower(config)
+        self.processor, self.render = ImageProcessor.from_config(config), Renderer(world)
+        grid = (
+            config.image_size // config.vision_config.patch_size
+        )  # tokens per side (no CLS in the features)
+        self.labels = TokenLabels(world, self.render, grid)
+        self.width, self.n_codes = self.tower.hidden_size, sum(self.labels.sizes)
+        if self.width < self.n_codes:
+            raise ConfigError(
+                f"the {settings.preset} tower's {self.width} features cannot hold this world's {self.n_codes} "
+                "codes (slots + colours + shapes + words); use a wider tower or a smaller world"
+            )
+        self.offsets = torch.tensor(np.cumsum([0, *self.labels.sizes[:-1]]))
+
+    def draw(self, rng: np.random.Generator, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``n`` fresh scenes: pixels ``(n, 3, H, W)`` and per-token labels ``(n, N, 4)``."""
+        import torch
+
+        from impvlm.data.synthetic import sample_scene
+
+        scenes = [sample_scene(rng, self.world) for _ in range(n)]
+        pixels = torch.from_numpy(self.processor.batch([self.render(s) for s in scenes]))
+        return pixels, torch.from_numpy(np.stack([self.labels(s) for s in scenes]))
+
+    def loss_and_accuracy(
+        self, pixels: torch.Tensor, target: torch.Tensor
+    ) -> tuple[torch.Tensor, list[float], float]:
+        """The loss, the accuracy per head on tokens that show something, and the code error."""
+        import torch
+        from torch import nn
+
+        settings, sizes = self.settings, self.labels.sizes
+        features = self.tower(pixels)  # (B, N, width)
+        # every token's own code: one-hot per head, side by side in its first n_codes features
+        code = torch.zeros_like(features).scatter_(-1, target + self.offsets, settings.code_scale)
+        logits = features[..., : self.n_codes].split(sizes, dim=-1)  # (B, N, size) per head
+        loss = settings.code_weight * self.width * nn.functional.mse_loss(features, code) + sum(
+            nn.functional.cross_entropy(x.flatten(0, 1), target[..., i].flatten())
+            for i, x in enumerate(logits)
+        )
+        # scored on the tokens that show something: background tokens are an easy majority
+        shown = target[..., 0] != 0
+        accuracy = [
+            (x.argmax(-1) == target[..., i])[shown].float().mean().item() for i, x in enumerate(logits)
+        ]
+        # how far the features are from carrying their own object only (0: exactly the code)
+        code_error = ((features - code).square().sum(-1).mean() / code.square().sum(-1).mean()).item()
+        return loss, accuracy, code_error  # type: ignore[return-value]
+
+
 def pretrain_tower(
     data_root: str | Path,
     out_dir: str | Path,
@@ -121,15 +187,9 @@ def pretrain_tower(
     Returns the ``tower.json`` content (held-out accuracy per head, seconds). A finished ``out_dir``
     (``tower.json`` present) is returned as is.
     """
-    import torch
-    from torch import nn
-    from tqdm.auto import tqdm
-
     from impvlm.checkpoint import committed_folder
-    from impvlm.data.synthetic import Renderer, read_world, sample_scene
-    from impvlm.image_processing import ImageProcessor
+    from impvlm.data.synthetic import read_world
     from impvlm.presets import build_config
-    from impvlm.vision import VisionTower
 
     out = Path(out_dir)
     if (out / TOWER_INFO).is_file():
@@ -144,69 +204,19 @@ def pretrain_tower(
             f"preset {settings.preset} sees {config.image_size} px images but the world in {data_root} "
             f"draws {world.image_size} px ones"
         )
-    torch.manual_seed(settings.seed)
-    tower = VisionTower(config)
-    processor, render = ImageProcessor.from_config(config), Renderer(world)
-    grid = config.image_size // config.vision_config.patch_size  # tokens per side (no CLS in the features)
-    labels = TokenLabels(world, render, grid)
-    width, n_codes = tower.hidden_size, sum(labels.sizes)
-    if width < n_codes:
-        raise ConfigError(
-            f"the {settings.preset} tower's {width} features cannot hold this world's {n_codes} codes "
-            "(slots + colours + shapes + words); use a wider tower or a smaller world"
-        )
-    offsets = torch.tensor(np.cumsum([0, *labels.sizes[:-1]]))
-
-    def draw(rng: np.random.Generator, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        scenes = [sample_scene(rng, world) for _ in range(n)]
-        pixels = torch.from_numpy(processor.batch([render(s) for s in scenes]))
-        return pixels, torch.from_numpy(np.stack([labels(s) for s in scenes]))
-
-    def loss_and_accuracy(
-        pixels: torch.Tensor, target: torch.Tensor
-    ) -> tuple[torch.Tensor, list[float], float]:
-        features = tower(pixels)  # (B, N, width)
-        # every token's own code: one-hot per head, side by side in its first n_codes features
-        code = torch.zeros_like(features).scatter_(-1, target + offsets, settings.code_scale)
-        logits = features[..., :n_codes].split(labels.sizes, dim=-1)  # (B, N, size) per head
-        loss = settings.code_weight * width * nn.functional.mse_loss(features, code) + sum(
-            nn.functional.cross_entropy(x.flatten(0, 1), target[..., i].flatten())
-            for i, x in enumerate(logits)
-        )
-        # scored on the tokens that show something: background tokens are an easy majority
-        shown = target[..., 0] != 0
-        accuracy = [
-            (x.argmax(-1) == target[..., i])[shown].float().mean().item() for i, x in enumerate(logits)
-        ]
-        # how far the features are from carrying their own object only (0: exactly the code)
-        code_error = ((features - code).square().sum(-1).mean() / code.square().sum(-1).mean()).item()
-        return loss, accuracy, code_error  # type: ignore[return-value]
-
-    rng = np.random.default_rng(world.seed + SEED_OFFSET + settings.seed)
-    held_out = draw(np.random.default_rng(world.seed + 2 * SEED_OFFSET + settings.seed), settings.eval_scenes)
-    optimizer = torch.optim.AdamW(tower.parameters(), lr=settings.lr)
+    objective = TowerObjective(world, settings, config)
     started = time.perf_counter()
-    tower.train()
-    bar = tqdm(range(settings.steps), desc="tower", unit="step", disable=not progress)
-    for _ in bar:
-        loss, _, _ = loss_and_accuracy(*draw(rng, settings.batch_size))
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-        bar.set_postfix(loss=f"{loss.item():.3f}")
-    tower.eval()
-    with torch.no_grad():
-        _, accuracy, code_error = loss_and_accuracy(*held_out)
+    accuracy, code_error = _fit(objective, progress)
     info = {
         "settings": asdict(settings),
         "world": str(Path(data_root) / "world.json"),
         "seconds": round(time.perf_counter() - started, 1),
-        "held_out_accuracy": dict(zip(labels.HEADS, (round(a, 4) for a in accuracy))),
+        "held_out_accuracy": dict(zip(TokenLabels.HEADS, (round(a, 4) for a in accuracy))),
         "mean_accuracy": round(float(np.mean(accuracy)), 4),
         "code_error": round(code_error, 4),
     }
     with committed_folder(out) as tmp:
-        tower.model.save_pretrained(tmp)
+        objective.tower.model.save_pretrained(tmp)
         (tmp / TOWER_INFO).write_text(json.dumps(info, indent=2) + "\n")
     log.info(
         "tower: held-out mean accuracy %.1f%%, code error %.3f in %.0f s -> %s",
@@ -216,3 +226,28 @@ def pretrain_tower(
         out,
     )
     return info
+
+
+def _fit(objective: TowerObjective, progress: bool) -> tuple[list[float], float]:
+    """``settings.steps`` AdamW steps on fresh batches; the held-out accuracy per head and code error."""
+    import torch
+    from tqdm.auto import tqdm
+
+    settings, seed = objective.settings, objective.world.seed
+    rng = np.random.default_rng(seed + SEED_OFFSET + settings.seed)
+    held_out = objective.draw(
+        np.random.default_rng(seed + 2 * SEED_OFFSET + settings.seed), settings.eval_scenes
+    )
+    optimizer = torch.optim.AdamW(objective.tower.parameters(), lr=settings.lr)
+    objective.tower.train()
+    bar = tqdm(range(settings.steps), desc="tower", unit="step", disable=not progress)
+    for _ in bar:
+        loss, _, _ = objective.loss_and_accuracy(*objective.draw(rng, settings.batch_size))
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+    objective.tower.eval()
+    with torch.no_grad():
+        _, accuracy, code_error = objective.loss_and_accuracy(*held_out)
+    return accuracy, code_error

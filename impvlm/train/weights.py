@@ -284,16 +284,19 @@ def apply_lora_dir(model: ImpForCausalLM, path: str | Path) -> list[str]:
 # ---------------------------------------------------------------------------- entry point
 
 
-def load_start_model(path: str | Path, dtype: torch.dtype | None = None) -> tuple[ImpForCausalLM, Path]:
+def load_start_model(
+    path: str | Path, dtype: torch.dtype | None = None, parts: Parts | None = None
+) -> tuple[ImpForCausalLM, Path]:
     """A model from a checkpoint folder or a stage output; returns it and the folder with its tokenizer.
 
-    A LoRA stage output is merged in memory onto the base recorded in its ``stage.json``.
+    A LoRA stage output is merged in memory onto the base recorded in its ``stage.json``. ``parts``:
+    local folders for what an upstream checkpoint only names (a full fine-tune's tower).
     """
     path = Path(path)
     if not path.is_dir():
         raise CheckpointError(f"checkpoint folder not found: {path}")
     if not is_lora_dir(path):
-        return load_model(path, dtype=dtype).train(), path
+        return load_model(path, dtype=dtype, parts=parts).train(), path
     info = read_stage_info(path)
     base = resolve_base(path, info)
     if base is None:

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterable
+from typing import Any
 
-from impvlm.arguments import add_max_image_pixels, add_threads
+from impvlm.arguments import add_max_image_pixels, add_threads, add_upstream_parts
 from runtimes.sampling import MAX_TEMPERATURE
 
 
@@ -28,14 +30,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     add_threads(parser)
     add_max_image_pixels(parser)
-    parser.add_argument(
-        "--vision-tower",
-        metavar="DIR",
-        help="checkpoint only: local tower folder for one that names a hub id",
-    )
-    parser.add_argument(
-        "--language-model", metavar="DIR", help="checkpoint only: the base Phi-2 folder of a stage output"
-    )
+    add_upstream_parts(parser, scope="checkpoint only: ")
     parser.add_argument("--max-new-tokens", type=int, default=256, help="answer length limit (default 256)")
     parser.add_argument(
         "--temperature",
@@ -53,7 +48,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from impvlm.errors import ConfigError
-    from impvlm.templates import IMAGE_TOKEN, Turn
     from runtimes.loader import load_runtime
     from runtimes.sampling import SamplingConfig
 
@@ -73,22 +67,43 @@ def run(args: argparse.Namespace) -> int:
     }
     runtime = load_runtime(args.model, **options)
     runtime.max_image_pixels = args.max_image_pixels
-    images = list(args.image)
+    chat = Chat(runtime, args, sampling)
     # validate the images up front: a one-line error names a bad file before any work is done
-    runtime.encode_images(images)
+    chat.show(list(args.image))
+    if args.question is not None:
+        chat.ask([], args.question)
+        return 0
+    chat.interact(sys.stdin)
+    return 0
 
-    def ask(conversation, question):
-        tags = "".join(f"{IMAGE_TOKEN}\n" for _ in images) if not conversation else ""
+
+class Chat:
+    """One conversation about the current images: answers stream to stdout, timings to stderr."""
+
+    def __init__(self, runtime: Any, args: argparse.Namespace, sampling: Any) -> None:
+        self.runtime, self.args, self.sampling = runtime, args, sampling
+        self.images: list[str] = []
+
+    def show(self, images: list[str]) -> None:
+        """Switch to ``images`` (encoded now, so a bad file is named before a question is asked)."""
+        self.runtime.encode_images(images)
+        self.images = images
+
+    def ask(self, conversation: list, question: str) -> list:
+        """Answer ``question`` after ``conversation``; the conversation with both turns added."""
+        from impvlm.templates import IMAGE_TOKEN, Turn
+
+        tags = "".join(f"{IMAGE_TOKEN}\n" for _ in self.images) if not conversation else ""
         turns = [*conversation, Turn("user", tags + question)]
-        out = runtime.generate(
-            images,
+        out = self.runtime.generate(
+            self.images,
             turns,
-            max_new_tokens=args.max_new_tokens,
-            sampling=sampling,
+            max_new_tokens=self.args.max_new_tokens,
+            sampling=self.sampling,
             on_text=lambda chunk: print(chunk, end="", flush=True),
         )
         print()
-        if args.timings:
+        if self.args.timings:
             t = out.timings
             print(
                 f"[image {t.image_encode_s * 1000:.0f} ms ({t.images_encoded} encoded) | prefill {t.prefill_tokens} tok "
@@ -98,24 +113,21 @@ def run(args: argparse.Namespace) -> int:
             )
         return [*turns, Turn("assistant", out.text)]
 
-    if args.question is not None:
-        ask([], args.question)
-        return 0
-    conversation: list = []
-    print("interactive chat: /image PATH, /reset, /quit", file=sys.stderr)
-    for line in sys.stdin:
-        line = line.strip()
-        if not line:
-            continue
-        if line in ("/quit", "/exit"):
-            break
-        if line == "/reset":
-            conversation = []
-            continue
-        if line.startswith("/image "):
-            images = [line.split(" ", 1)[1].strip()]
-            runtime.encode_images(images)
-            conversation = []
-            continue
-        conversation = ask(conversation, line)
-    return 0
+    def interact(self, lines: Iterable[str]) -> None:
+        """Questions one per line, and the commands /image PATH, /reset and /quit."""
+        conversation: list = []
+        print("interactive chat: /image PATH, /reset, /quit", file=sys.stderr)
+        for line in lines:
+            line = line.strip()
+            if not line:
+                continue
+            if line in ("/quit", "/exit"):
+                break
+            if line == "/reset":
+                conversation = []
+                continue
+            if line.startswith("/image "):
+                self.show([line.split(" ", 1)[1].strip()])
+                conversation = []
+                continue
+            conversation = self.ask(conversation, line)

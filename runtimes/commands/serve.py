@@ -62,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         import uvicorn
 
-        from runtimes.serve import MB, ServeLimits, create_app
+        from runtimes.serve import create_app
+        from runtimes.serve_request import MB, ServeLimits
     except ImportError as exc:
         raise ConfigError(f"serving needs FastAPI and uvicorn: pip install 'impvlm[serve]' ({exc})") from None
     if args.image_root and not Path(args.image_root).is_dir():

@@ -8,113 +8,39 @@ embeddings too), and the KV cache can be truncated to a prefix to reuse a system
 Example (an Imp prompt: text, image features, text)::
 
     with LlamaSession("lm-q4_k_m.gguf", n_ctx=2048) as s:
-        pre, post = prompt.split("<image>")
+        pre, post = prompt.split(IMAGE_TOKEN)  # impdefs.IMAGE_TOKEN
         s.eval_tokens(s.tokenize(pre))
         s.eval_embeddings(image_features)  # (N, n_embd) float32, from the ONNX vision encoder
         s.eval_tokens(s.tokenize(post))
         next_id = int(s.logits().argmax())
-
-llama.cpp's own log output is routed to the ``export.llama_cpp`` logger at DEBUG level (errors at
-WARNING) instead of stderr; the last lines are kept to explain a failed load or decode.
 """
 
 from __future__ import annotations
 
-import collections
-import contextlib
 import ctypes
-import logging
-import os
-import threading
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import numpy as np
 
 from export.errors import ExportError
+from export.llama.library import (
+    LlamaCppError,
+    NativeHandle,
+    clear_log,
+    cpu_extra_buffers_safe,
+    default_threads,
+    llama_cpp_module,
+    log_tail,
+)
 
-log = logging.getLogger(__name__)
-llama_log = logging.getLogger("export.llama_cpp")
-
-_LOG_TAIL: collections.deque[str] = collections.deque(maxlen=30)
-_INIT_LOCK = threading.Lock()
-_STATE: dict[str, Any] = {}
-# ggml log levels: 0 none, 1 info, 2 warn, 3 error, 4 debug, 5 continuation of the previous line
-_GGML_ERROR = 3
 CLEANUP_REPLACEMENTS = (
     (" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"),
     (" n't", "n't"), (" 'm", "'m"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re"),
 )  # fmt: skip
 
 
-class LlamaCppError(ExportError):
-    """llama.cpp failed to load a file, make a context or decode a batch."""
-
-
-def llama_cpp_module() -> Any:
-    """Import ``llama_cpp`` (the optional dependency), init its backend once and route its logs."""
-    with _INIT_LOCK:
-        if "lib" in _STATE:
-            return _STATE["lib"]
-        try:
-            import llama_cpp
-        except ImportError as exc:  # pragma: no cover - depends on the installation
-            raise ExportError(
-                "llama-cpp-python is not installed: pip install 'impvlm[export]' (llama-cpp-python==0.3.36)"
-            ) from exc
-
-        @llama_cpp.llama_log_callback
-        def _on_log(level: int, text: bytes, _user: Any) -> None:
-            line = text.decode("utf-8", errors="replace").rstrip("\n")
-            if not line:
-                return
-            _LOG_TAIL.append(line)
-            llama_log.log(logging.WARNING if level == _GGML_ERROR else logging.DEBUG, "%s", line)
-
-        llama_cpp.llama_log_set(_on_log, ctypes.c_void_p(0))
-        llama_cpp.llama_backend_init()
-        _STATE["callback"] = _on_log  # keep the C callback alive
-        _STATE["lib"] = llama_cpp
-        return llama_cpp
-
-
-def log_tail(n: int = 3) -> str:
-    """The last ``n`` lines llama.cpp logged since :func:`clear_log` (to explain a failure)."""
-    lines = list(_LOG_TAIL)
-    errors = [line for line in lines if "error" in line.lower() or "failed" in line.lower()]
-    return " | ".join((errors or lines)[-n:]) or "no details logged"
-
-
-def clear_log() -> None:
-    """Forget the log lines kept so far (call before an operation whose failure is to be explained)."""
-    _LOG_TAIL.clear()
-
-
-def cpu_extra_buffers_safe() -> bool:
-    """Whether llama.cpp's extra CPU weight buffers are safe to use on this machine.
-
-    They hold weights repacked for the CPU (``CPU_REPACK``) and, on CPUs with AMX, in AMX tiles. With
-    llama-cpp-python 0.3.36 on an AMX Xeon, ``llama_decode`` of a batch of more than one token with
-    q8_0 / q4_k_m weights in the AMX buffer segfaults (measured: one token works, five crash; f16 is
-    not repacked). On such CPUs the weights stay in the plain CPU buffer.
-    """
-    lib = llama_cpp_module()
-    with _INIT_LOCK:
-        if "extra_buffers_safe" not in _STATE:  # the CPU does not change: ask llama.cpp once
-            info = lib.llama_print_system_info().decode("utf-8", errors="replace")
-            _STATE["extra_buffers_safe"] = "AMX_INT8 = 1" not in info
-        return bool(_STATE["extra_buffers_safe"])
-
-
-def default_threads() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - macOS / Windows
-        return max(1, os.cpu_count() or 1)
-
-
-class LlamaSession:
+class LlamaSession(NativeHandle):
     """A GGUF model loaded in llama.cpp with one sequence's KV cache.
 
     Args:
@@ -135,6 +61,9 @@ class LlamaSession:
         extra_buffers: let llama.cpp put weights in its extra CPU buffers (repacked layouts, AMX);
             ``None`` = unless this CPU has AMX, where llama-cpp-python 0.3.36 crashes on them
             (:func:`cpu_extra_buffers_safe`).
+        n_seq_max: most sequences the context holds (:class:`export.llama.sequences.LlamaSequences`).
+            They share one KV cache of ``n_ctx`` cells (llama.cpp's unified cache), so a prefix
+            copied to another sequence costs no cells.
     """
 
     def __init__(
@@ -150,6 +79,7 @@ class LlamaSession:
         use_mmap: bool = False,
         n_ubatch: int | None = None,
         extra_buffers: bool | None = None,
+        n_seq_max: int = 64,
     ) -> None:
         self._model = self._ctx = None
         self._tok_batch = self._emb_batch = None
@@ -160,39 +90,20 @@ class LlamaSession:
         if kv_type not in ("f16", "f32"):
             raise ExportError(f"unknown kv_type {kv_type!r}; use f16 or f32")
         clear_log()
-        mparams = lib.llama_model_default_params()
-        mparams.n_gpu_layers = int(n_gpu_layers)
-        mparams.use_extra_bufts = cpu_extra_buffers_safe() if extra_buffers is None else bool(extra_buffers)
-        if not use_mmap:
-            mparams.load_mode = lib.LLAMA_LOAD_MODE_NONE
-        self._model = lib.llama_model_load_from_file(str(self.path).encode(), mparams)
-        if not self._model:
-            raise LlamaCppError(f"llama.cpp cannot load {self.path}: {log_tail()}")
+        self._load_model(n_gpu_layers, use_mmap, extra_buffers)
         try:
             self._vocab = lib.llama_model_get_vocab(self._model)
             self.n_vocab = int(lib.llama_vocab_n_tokens(self._vocab))
             self.n_embd = int(lib.llama_model_n_embd(self._model))
             self.n_ctx_train = int(lib.llama_model_n_ctx_train(self._model))
-            threads = int(n_threads or default_threads())
-            cparams = lib.llama_context_default_params()
-            cparams.n_ctx = int(n_ctx or self.n_ctx_train)
-            cparams.n_batch = max(1, min(int(n_batch), cparams.n_ctx))
-            cparams.n_ubatch = min(cparams.n_batch, int(n_ubatch or 512))
-            cparams.n_seq_max = 1
-            cparams.n_threads = threads
-            cparams.n_threads_batch = threads
-            cparams.no_perf = True
-            cparams.type_k = cparams.type_v = lib.GGML_TYPE_F32 if kv_type == "f32" else lib.GGML_TYPE_F16
-            if flash_attn is not None:
-                cparams.flash_attn_type = (
-                    lib.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash_attn else lib.LLAMA_FLASH_ATTN_TYPE_DISABLED
-                )
+            self.n_threads = int(n_threads or default_threads())
+            cparams = self._context_params(n_ctx, n_batch, n_ubatch, kv_type, flash_attn, n_seq_max)
             self._ctx = lib.llama_init_from_model(self._model, cparams)
             if not self._ctx:
                 raise LlamaCppError(f"llama.cpp cannot create a context for {self.path}: {log_tail()}")
             self.n_ctx = int(lib.llama_n_ctx(self._ctx))
             self.n_batch = int(lib.llama_n_batch(self._ctx))
-            self.n_threads = threads
+            self.n_seq_max = int(lib.llama_n_seq_max(self._ctx))
             self._mem = lib.llama_get_memory(self._ctx)
             self._tok_batch = lib.llama_batch_init(self.n_batch, 0, 1)
             self._tok = _BatchView(self._tok_batch, self.n_batch, 0)
@@ -204,6 +115,42 @@ class LlamaSession:
         self._has_logits = False
         self._last_all: list[np.ndarray] = []
         self._piece_cache: dict[tuple[int, bool], bytes] = {}
+
+    def _load_model(self, n_gpu_layers: int, use_mmap: bool, extra_buffers: bool | None) -> None:
+        lib = self._lib
+        mparams = lib.llama_model_default_params()
+        mparams.n_gpu_layers = int(n_gpu_layers)
+        mparams.use_extra_bufts = cpu_extra_buffers_safe() if extra_buffers is None else bool(extra_buffers)
+        if not use_mmap:
+            mparams.load_mode = lib.LLAMA_LOAD_MODE_NONE
+        self._model = lib.llama_model_load_from_file(str(self.path).encode(), mparams)
+        if not self._model:
+            raise LlamaCppError(f"llama.cpp cannot load {self.path}: {log_tail()}")
+
+    def _context_params(
+        self,
+        n_ctx: int | None,
+        n_batch: int,
+        n_ubatch: int | None,
+        kv_type: str,
+        flash_attn: bool | None,
+        n_seq_max: int,
+    ) -> Any:
+        lib = self._lib
+        cparams = lib.llama_context_default_params()
+        cparams.n_ctx = int(n_ctx or self.n_ctx_train)
+        cparams.n_batch = max(1, min(int(n_batch), cparams.n_ctx))
+        cparams.n_ubatch = min(cparams.n_batch, int(n_ubatch or 512))
+        cparams.n_seq_max = max(1, min(int(n_seq_max), cparams.n_batch))  # one output row per sequence
+        cparams.kv_unified = True  # sequences share the cells of a common prefix
+        cparams.n_threads = cparams.n_threads_batch = self.n_threads
+        cparams.no_perf = True
+        cparams.type_k = cparams.type_v = lib.GGML_TYPE_F32 if kv_type == "f32" else lib.GGML_TYPE_F16
+        if flash_attn is not None:
+            cparams.flash_attn_type = (
+                lib.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash_attn else lib.LLAMA_FLASH_ATTN_TYPE_DISABLED
+            )
+        return cparams
 
     # ------------------------------------------------------------------ text
     def tokenize(self, text: str, parse_special: bool = True) -> list[int]:
@@ -362,18 +309,6 @@ class LlamaSession:
         if self._model:
             lib.llama_model_free(self._model)
             self._model = None
-
-    def __enter__(self) -> LlamaSession:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        with contextlib.suppress(Exception):  # interpreter shutdown
-            self.close()
 
 
 class _BatchView:

@@ -1,0 +1,164 @@
+"""The question-mix section of a speed report: throughput against both peers, memory, rates, targets.
+
+Reads the runs :mod:`benchmarks.speed.mix` measured (``raw["mix"]``) and the float32 matmul peak
+(``raw["matmul"]``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from benchmarks.speed.mix import MODE_LABELS, MixRun
+
+if TYPE_CHECKING:
+    from benchmarks.speed.rows import PresetReport
+
+MIX_HEADERS = (
+    "runtime", "questions/min", "vs PyTorch", "vs libmtmd reuse", "first TTFT s",
+    "later same-image TTFT s", "first / later", "peak RSS MB", "answered / questions",
+)  # fmt: skip
+MEMORY_HEADERS = (
+    "runtime", "RSS before open (imports)", "open adds", "peak RSS", "n_ctx", "KV cache MiB",
+    "compute buffers MiB", "repacked weights MiB",
+)  # fmt: skip
+RATE_HEADERS = (
+    "runtime", "prompt tokens", "prefill tok/s", "prefill GFLOP/s", "of matmul peak",
+    "decode forward/s", "decode roofline tok/s", "of roofline",
+)  # fmt: skip
+
+
+def mix_runs(raw: dict[str, Any]) -> dict[str, MixRun]:
+    """The mix runs of one preset's ``raw`` measurements, by mode."""
+    return {mode: MixRun.from_dict(run) for mode, run in (raw.get("mix") or {}).items()}
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a and b else None
+
+
+def mix_markdown(report: PresetReport) -> list[str]:
+    """The question-mix tables of one preset (nothing when the mix was not measured)."""
+    from benchmarks.speed.text import fmt, table
+
+    raw = report.raw
+    runs = mix_runs(raw)
+    if not runs:
+        return []
+    base = {m: r.questions_per_minute for m, r in runs.items()}
+    rows = []
+    for mode, r in runs.items():
+        first, later = r.first_ttft_s.median, r.later_ttft_s.median
+        rows.append([
+            MODE_LABELS[mode], fmt(r.questions_per_minute, 2),
+            fmt(_ratio(r.questions_per_minute, base.get("torch")), 2, "x"),
+            fmt(_ratio(r.questions_per_minute, base.get("native-reuse")), 2, "x"),
+            fmt(first, 2), fmt(later, 3), fmt(_ratio(first, later), 1, "x"),
+            fmt(r.peak_rss_mb, 0), f"{r.answered} / {r.questions}",
+        ])  # fmt: skip
+    some = next(iter(runs.values()))
+    mix = ", ".join(f"{name} {n}" for name, n, *_ in some.groups)
+    return [
+        "",
+        "### Benchmark throughput on the real question mix",
+        "",
+        f"One photo per benchmark with its mean question count from the real question files ({mix}).",
+        "",
+        table(MIX_HEADERS, rows),
+        "",
+        "One-at-a-time runtimes answer a sample of each photo's questions; the rest of the group is "
+        "extrapolated from them (first question, then the mean of the later ones).",
+        "",
+        table(MEMORY_HEADERS, [_memory_row(mode, r) for mode, r in runs.items()]),
+        "",
+        "RSS in MB (each way in its own process); llama.cpp buffers in MiB as its log reports them "
+        "(weights read into memory, KV cache of n_ctx positions, compute buffers); what the runtime adds "
+        "at open beyond llama.cpp's buffers is the vision side (ONNX Runtime session, mmproj or PyTorch).",
+        *rates_markdown(report, runs),
+    ]
+
+
+def rates_markdown(report: PresetReport, runs: dict[str, MixRun]) -> list[str]:
+    """Each way's first-answer prefill against the measured matmul peak, its decode against the
+    bandwidth roofline (the LM's weights read once per decoded token)."""
+    from benchmarks.speed.machine import gguf_decode_bytes
+    from benchmarks.speed.text import fmt, table
+
+    raw, params = report.raw, report.model.lm_parameters or 0
+    peak = (raw.get("matmul") or {}).get("gflops")
+    lm = raw["manifest"]["lm"].get(raw["config"]["deploy_lm"])
+    gguf_bytes = (
+        gguf_decode_bytes(Path(raw["prepared"]["bundle"]) / lm["file"]).bytes_per_token if lm else None
+    )
+    bandwidth = report.bandwidth_gb_per_s
+    rows = []
+    for mode, r in runs.items():
+        w = r.warm or {}
+        prefill, decode = w.get("prefill_tokens_per_s"), w.get("decode_forward_per_s")
+        gflops = 2 * params * prefill / 1e9 if prefill and params else None
+        per_token = 4 * params if mode == "torch" else gguf_bytes
+        roof = bandwidth * 1e9 / per_token if bandwidth and per_token else None
+        rows.append([
+            MODE_LABELS[mode], fmt(w.get("prefill_tokens"), 0), fmt(prefill, 1), fmt(gflops, 1),
+            fmt(100 * gflops / peak if gflops and peak else None, 0, "%"), fmt(decode, 2), fmt(roof, 2),
+            fmt(100 * decode / roof if decode and roof else None, 0, "%"),
+        ])  # fmt: skip
+    return [
+        "",
+        table(RATE_HEADERS, rows),
+        "",
+        f"First answer of each way (its warm-up, nothing reused). Prefill GFLOP/s = 2 x {params:,} LM "
+        f"parameters x tokens/s, against the measured float32 matmul peak ({fmt(peak, 1)} GFLOP/s, "
+        f"{report.raw['config']['threads']} threads); decode roofline = copy bandwidth "
+        f"({fmt(bandwidth, 2)} GB/s) / bytes of weights read per token (GGUF {raw['config']['deploy_lm']}, "
+        "PyTorch fp32).",
+    ]
+
+
+def _memory_row(mode: str, r: MixRun) -> list[str]:
+    from benchmarks.speed.text import fmt
+
+    c = r.llama_context or {}
+    opened = (
+        None if r.loaded_rss_mb is None or r.baseline_rss_mb is None else r.loaded_rss_mb - r.baseline_rss_mb
+    )
+    return [
+        MODE_LABELS[mode], fmt(r.baseline_rss_mb, 0), fmt(opened, 0), fmt(r.peak_rss_mb, 0),
+        fmt(c.get("n_ctx"), 0), fmt(c.get("kv_buffer_mib"), 0), fmt(c.get("compute_buffer_mib"), 0),
+        fmt(c.get("repack_mib"), 0),
+    ]  # fmt: skip
+
+
+def mix_verdicts(raw: dict[str, Any], lm_parameters: int | None) -> list[Any]:
+    """The engine against both peers, its TTFT ratio and its peak RSS (3B only)."""
+    from benchmarks.speed.targets import RSS_TARGET_MIN_PARAMS, verdict
+
+    runs = mix_runs(raw)
+    engine = runs.get("engine")
+    if engine is None:
+        return []
+    out = []
+    for key, peer in (("mix_vs_torch", "torch"), ("mix_vs_llamacpp", "native-reuse")):
+        other = runs.get(peer)
+        value = _ratio(engine.questions_per_minute, other.questions_per_minute if other else None)
+        text = f"{value or 0:.2f}x ({engine.questions_per_minute:.2f} vs {other.questions_per_minute if other else 0:.2f} q/min)"
+        why = (
+            f"{MODE_LABELS[peer]}: first TTFT {other.first_ttft_s.median or 0:.2f}s, later "
+            f"{other.later_ttft_s.median or 0:.2f}s"
+            if other
+            else ""
+        )
+        out.append(verdict(key, value, text, why))
+    first, later = engine.first_ttft_s.median, engine.later_ttft_s.median
+    ratio = _ratio(first, later)
+    why = (
+        f"a first question's TTFT ({first or 0:.2f}s) encodes its image and prefills its prefix; a later "
+        f"one's ({later or 0:.3f}s) prefills its own tokens on the cached prefix and decodes its first"
+    )
+    out.append(verdict("mix_ttft", ratio, f"{ratio or 0:.1f}x ({first or 0:.2f}s -> {later or 0:.3f}s)", why))
+    applies = (lm_parameters or 0) >= RSS_TARGET_MIN_PARAMS
+    n_ctx = engine.runtime.get("context_length")
+    rss_text = f"{engine.peak_rss_mb:.0f} MB (n_ctx {n_ctx})"
+    why = f"weights, the KV cache of {n_ctx} positions and compute buffers: see the peak memory table"
+    out.append(verdict("mix_rss", engine.peak_rss_mb, rss_text, why, applies=applies))
+    return out
