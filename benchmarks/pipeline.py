@@ -280,7 +280,7 @@ class Pipeline(Stages):
             report = compare_runs(Path(runs[0].outputs["run"]), [Path(r.outputs["run"]) for r in runs[1:]])
             paths = write_report(report, folder)
             (folder / "verdict.md").write_text(verdict_table(report) + "\n")
-            return {"report": str(paths["md"]), "holds": str(report["holds"])}
+            return {"report": str(paths["md"]), "holds": str(report["holds"]), "decision": report["decision"]}
 
         return self.stage("report", {"runs": [r.fingerprint for r in runs]}, build)
 

@@ -36,6 +36,10 @@ def test_default_run_starts_from_the_shipped_checkpoint(tmp_path):
     assert "imp-tiny" in json.dumps(manifest)
     again = imp("pipeline", "--work", str(work), *ARGS)
     assert again.returncode == 0 and "running" not in again.stdout + again.stderr
+    # --strict exits with the report's verdict: 4 questions a benchmark decide nothing, so 1
+    strict = imp("pipeline", "--work", str(work), *ARGS, "--strict")
+    assert report["decision"] == "NOT DECIDED"
+    assert strict.returncode == 1, strict.stderr[-3000:]
 
 
 @pytest.mark.parametrize(

@@ -72,12 +72,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="with --train: override for every recipe, a recipe key with a YAML value (e.g. --set train.max_steps=50)",
     )
     parser.add_argument(
-        "--strict", action="store_true", help="exit 1 when the report says accuracy did not hold"
+        "--strict",
+        action="store_true",
+        help="exit with the report's verdict: 0 holds, 1 drops or not decided (default: 0 once the report is written)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def run(args: argparse.Namespace) -> int:
+    import json
     import os
     from pathlib import Path
 
@@ -121,5 +124,9 @@ def run(args: argparse.Namespace) -> int:
     print((report_dir / "verdict.md").read_text())
     print(f"report: {summary['report']['report']}")
     print(f"wall time: {summary['wall_seconds'] / 60:.1f} min")
-    holds = summary["report"]["holds"] == "True"
-    return 1 if args.strict and not holds else 0
+    if not args.strict:
+        return 0
+    from benchmarks.compare import exit_status
+
+    report = json.loads((report_dir / "report.json").read_text())
+    return exit_status(report, strict=True)
