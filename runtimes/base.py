@@ -1,10 +1,9 @@
 """The runtime protocol: one ``generate()`` for every backend, with prefix reuse and timings.
 
-A runtime turns ``(images, prompt or conversation)`` into an answer. Everything that must be the
-same on every backend lives here: rendering the template, splitting the prompt at ``<image>`` tags,
-tokenizing with the model's own ``tokenizer.json``, greedy / seeded sampling, stop handling,
-detokenizing without special tokens, streaming, timings, and reuse of work between calls (image
-features by content hash, and the KV cache of the longest shared prefix). Backends only implement
+A runtime turns ``(images, prompt or conversation)`` into an answer. What must be the same on every
+backend lives here: the template, ``<image>`` splitting, the model's own tokenizer, greedy / seeded
+sampling, stop handling, detokenizing, streaming, timings, and reuse of work between calls (image
+features by content hash, the KV cache of the longest shared prefix). Backends only implement
 how to encode pixels and how to evaluate tokens / embeddings into their KV cache, and, to answer
 several questions about one image together (``generate_many``), how to fork that cache into
 sequences and extend them all in one batch.
@@ -31,7 +30,7 @@ from impvlm.errors import DataError, ImpError
 from impvlm.image_processing import DEFAULT_MAX_IMAGE_PIXELS, ImageInput, ImageProcessor, load_image
 from impvlm.templates import IMAGE_TOKEN, Template, Turn
 from runtimes.features import FeatureCache
-from runtimes.generation import Answer, Generation, Timings, peak_rss_mb
+from runtimes.generation import Answer, Generation, Timings, common_prefix, peak_rss_mb
 from runtimes.sampling import SamplingConfig, sample_next
 
 GREEDY = SamplingConfig()
@@ -228,7 +227,7 @@ class Runtime(ABC):
         shared = Timings()
         features, plans = self._prepare(images, list(prompts), True, shared)
         keys = [k for _, k in plans]
-        prefix = min(_common_prefix(*keys), min(map(len, keys)) - 1) if len(keys) > 1 else 0
+        prefix = min(common_prefix(*keys), min(map(len, keys)) - 1) if len(keys) > 1 else 0
         if not self.batched or prefix < 1 or any(not isinstance(k, int) for ks in keys for k in ks[prefix:]):
             return [
                 self.generate(images, p, max_new_tokens, stop=stop, ignore_stop=ignore_stop) for p in prompts
@@ -371,7 +370,7 @@ class Runtime(ABC):
     ) -> np.ndarray | None:
         """Make the KV cache hold ``keys[:end]``, keeping (with ``reuse``) the longest prefix it already
         holds, but never all of ``keys``; returns the logits after the last position prefilled."""
-        keep = min(_common_prefix(self._cached_keys, keys) if reuse else 0, end, len(keys) - 1)
+        keep = min(common_prefix(self._cached_keys, keys) if reuse else 0, end, len(keys) - 1)
         self._truncate(keep)
         self._cached_keys = self._cached_keys[:keep]
         timings.reused_tokens = keep
@@ -399,12 +398,3 @@ class Runtime(ABC):
                     logits = self._eval_tokens(piece[lo:hi])
             pos += length
         return logits
-
-
-def _common_prefix(*sequences: list[Any]) -> int:
-    """Length of the longest prefix all ``sequences`` share."""
-    n = min(map(len, sequences))
-    for i in range(n):
-        if any(seq[i] != sequences[0][i] for seq in sequences[1:]):
-            return i
-    return n

@@ -10,6 +10,7 @@ import resource
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 UNFINISHED_CHARACTER = "\ufffd"  # what a multi-byte character cut between tokens decodes to
 
@@ -141,3 +142,12 @@ def _stop_prefix_at_end(text: str, stop: str) -> int:
         if text.endswith(stop[:n]):
             return n
     return 0
+
+
+def common_prefix(*sequences: Sequence[Any]) -> int:
+    """Length of the longest prefix all ``sequences`` share."""
+    n = min(map(len, sequences))
+    for i in range(n):
+        if any(seq[i] != sequences[0][i] for seq in sequences[1:]):
+            return i
+    return n
