@@ -80,7 +80,7 @@ def suite_table_row(label: str, suite: dict[str, Any]) -> str:
     """The verdict table's row of a candidate's mean drop over its benchmarks (percentage points)."""
     e, b = suite["evidence"], suite["bounds"]
     return (
-        f"| {label} | suite mean ({e['benchmarks']} benchmarks) | - | - | {_fmt(-e['drop'])} "
+        f"| {label} | suite mean ({e['benchmarks']} benchmarks) | - | - | {_fmt(0.0 - e['drop'])} "
         f"| {_fmt(100 * e['agree'] / max(1, e['questions']), 1)} | [{b['drop_low']:.2f}, {b['drop_high']:.2f}] "
         f"| {suite['margin']['max_drop']:g} | {suite['verdict']} |"
     )
@@ -95,7 +95,7 @@ def method_note(report: dict[str, Any]) -> str:
         f"Margins: near-lossless drop <= {t['near_lossless_max_drop']} pt with agreement >= "
         f"{t['near_lossless_min_agreement']}%; quantized drop <= {t['quantized_max_drop']} pt (MME in points of "
         f"its 2000 maximum). {2 * (rows + suites)} claims (holds / drops of {rows} benchmark rows and of "
-        f"{suites} candidates' suite means) at 5% family-wise error by Holm's step-down; the bounds shown are "
+        f"{suites} suite means, one per candidate) at 5% family-wise error by Holm's step-down; the bounds shown are "
         "simultaneous one-sided bounds (Bonferroni). Pairing unit: question (MME: image, MMBench: circular "
         "group); drop bounds by Student's t on per-unit changes (POPE F1: paired bootstrap standard error), "
         "or the exact worst case when fewer than 10 units changed; agreement by Clopper-Pearson. The suite "
