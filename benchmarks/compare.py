@@ -5,9 +5,10 @@ Takes a reference run folder (usually PyTorch) and candidate run folders of the 
 candidate: the headline metric and sub-metrics with deltas, per-sample agreement (same parsed
 answer), the score flips with prompts and both answers, the token-level top-1 agreement and KL
 divergence recorded at export, and a verdict with stated confidence (:mod:`benchmarks.verdict`):
-HOLDS, DROPS or NOT DECIDED against the margin of the candidate's precision class. Writes
-``report.md``, ``report.json`` and PNG charts; the verdict decides the exit status
-(:data:`benchmarks.verdict.EXIT_CODES`).
+HOLDS, DROPS or NOT DECIDED against the margin of the candidate's precision class; per candidate
+also the verdict of its mean drop over its benchmarks (:mod:`benchmarks.verdict_suite`), in the
+same family of claims. :mod:`benchmarks.compare_report` writes ``report.md``, ``report.json`` and
+PNG charts; the verdict decides the exit status (:data:`benchmarks.verdict.EXIT_CODES`).
 
 Only answers to the same questions pair: a benchmark the candidate did not answer, or answered on
 other questions, prompts, images or answer-length cap than the reference, is reported as not
@@ -25,10 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.base import BenchmarkDataError
-from benchmarks.report import table_head
 from benchmarks.run_inputs import RESULTS_FILE, RUN_FILE
 from benchmarks.runner import SAMPLES
-from benchmarks.verdict import DROPS, HOLDS, NOT_DECIDED, POINT_SCALE, decide, overall, paired_evidence
+from benchmarks.verdict import DROPS, HOLDS, NOT_DECIDED, POINT_SCALE, overall, paired_evidence
+from benchmarks.verdict_suite import SuiteEvidence, decide_with_suites
 from export.quant_types import NEAR_LOSSLESS_MARGIN, QUANTIZED_MARGIN, AccuracyMargin
 from runtimes.loader import held_near_lossless, run_label
 
@@ -265,27 +266,48 @@ def compare_runs(
 
 
 def add_decisions(report: dict[str, Any]) -> None:
-    """Decide every paired row as one family (Holm), then each candidate and the report."""
+    """Decide every paired row and each candidate's suite mean as one family (Holm), then each
+    candidate and the report."""
+    suites = []
+    for cand in report["candidates"]:
+        parts = tuple(r["evidence"] for r in cand["rows"] if r.get("evidence") is not None)
+        cand["suite"] = None
+        if parts:
+            suites.append((cand, SuiteEvidence(parts), AccuracyMargin(**cand["margin"])))
     rows = [
         (row, AccuracyMargin(**cand["margin"]))
         for cand in report["candidates"]
         for row in cand["rows"]
         if row.get("evidence") is not None
     ]
-    for (row, _), decided in zip(rows, decide([(row.pop("evidence"), m) for row, m in rows])):
-        row["decision"], row["confidence"] = decided["verdict"], decided
+    decided, suite_decided = decide_with_suites(
+        [(row.pop("evidence"), m) for row, m in rows], [(s, m) for _, s, m in suites]
+    )
+    for (row, _), row_decided in zip(rows, decided):
+        row["decision"], row["confidence"] = row_decided["verdict"], row_decided
+    for (cand, _, _), suite in zip(suites, suite_decided):
+        cand["suite"] = suite
     for cand in report["candidates"]:
         for row in cand["rows"]:
             row.setdefault("decision", NOT_COMPARABLE if row["verdict"] == NOT_COMPARABLE else "n/a")
             row.pop("evidence", None)
         decisions = [r["decision"] for r in cand["rows"] if r["decision"] != "n/a"]
-        cand["decision"] = (
-            NOT_COMPARABLE if NOT_COMPARABLE in decisions and DROPS not in decisions else overall(decisions)
-        )
+        cand["decision"] = candidate_decision(decisions, cand["suite"]["verdict"] if cand["suite"] else None)
     decisions = [c["decision"] for c in report["candidates"]]
     report["decision"] = (
         NOT_COMPARABLE if NOT_COMPARABLE in decisions and DROPS not in decisions else overall(decisions)
     )
+
+
+def candidate_decision(decisions: list[str], suite: str | None) -> str:
+    """A candidate's verdict from its benchmarks' and its suite mean's: DROPS if any drops, else NOT
+    COMPARABLE if a benchmark could not be paired, else HOLDS if the suite mean holds (or every
+    benchmark does, which implies it), else NOT DECIDED."""
+    if DROPS in decisions or suite == DROPS:
+        return DROPS
+    if NOT_COMPARABLE in decisions:
+        return NOT_COMPARABLE
+    return HOLDS if suite == HOLDS else overall(decisions)
 
 
 def exit_status(report: dict[str, Any], strict: bool = False) -> int:
@@ -302,96 +324,3 @@ def candidate_verdict(verdicts: list[str]) -> str:
         if worst in verdicts:
             return worst
     return "PASS"
-
-
-def holds_line(report: dict[str, Any]) -> str:
-    decision = report["decision"]
-    if decision == HOLDS:
-        return "accuracy holds: **yes** (every benchmark of every candidate HOLDS)"
-    if decision == DROPS:
-        return "accuracy holds: **NO** (a benchmark DROPS beyond its margin)"
-    if decision == NOT_DECIDED:
-        return "accuracy holds: **not decided** (more questions are needed; see the NOT DECIDED rows)"
-    unpaired = sum(r["verdict"] == NOT_COMPARABLE for c in report["candidates"] for r in c["rows"])
-    return (
-        f"accuracy holds: **not shown** ({unpaired} benchmark run(s) could not be paired with the reference)"
-    )
-
-
-def _fmt(value: Any, digits: int = 2) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
-
-
-def verdict_table(report: dict[str, Any]) -> str:
-    """One row per candidate x benchmark: headline, delta, agreement, drop bounds, verdict; then why."""
-    head = "candidate | benchmark | reference | candidate | delta | agreement % | drop bounds (pt) | margin (pt) | verdict"
-    lines = [f"reference: {report['reference']['label']}", *table_head(head)]
-    reasons = []
-    for cand in report["candidates"]:
-        tl = cand.get("token_level")
-        tl_text = ", ".join(f"{k}={v:.4g}" for k, v in tl.items()) if tl else "n/a"
-        reasons.append(
-            f"- **{cand['label']}** ({cand['class']}): {cand['decision']}; token level vs PyTorch: {tl_text}"
-        )
-        for row in cand["rows"]:
-            conf = row.get("confidence")
-            drop = f"[{conf['bounds']['drop_low']:.2f}, {conf['bounds']['drop_high']:.2f}]" if conf else "-"
-            lines.append(
-                f"| {cand['label']} | {row['benchmark']} | {_fmt(row['reference'])} | {_fmt(row['candidate'])} "
-                f"| {_fmt(row['delta'])} | {_fmt(row['agreement'], 1)} | {drop} | {cand['margin']['max_drop']:g} "
-                f"| {row['decision']} |"
-            )
-            if row["decision"] == NOT_COMPARABLE:
-                reasons.append(f"  - {row['benchmark']} not comparable: {row['reason']}")
-            else:
-                reasons.append(
-                    f"  - {row['benchmark']} {row['decision']}: {conf['reason'] if conf else 'no local score'}"
-                )
-    lines += ["", *reasons, f"\n{holds_line(report)}"]
-    return "\n".join(lines)
-
-
-def method_note(report: dict[str, Any]) -> str:
-    """How the verdicts were reached, with the figures of this report."""
-    t = report["thresholds"]
-    claims = sum(1 for c in report["candidates"] for r in c["rows"] if r.get("confidence")) * 2
-    return (
-        f"Margins: near-lossless drop <= {t['near_lossless_max_drop']} pt with agreement >= "
-        f"{t['near_lossless_min_agreement']}%; quantized drop <= {t['quantized_max_drop']} pt (MME in points of "
-        f"its 2000 maximum). {claims} claims (holds / drops per row) at 5% family-wise error by Holm's "
-        "step-down; the bounds shown are simultaneous one-sided bounds (Bonferroni). Pairing unit: question "
-        "(MME: image, MMBench: circular group); drop bounds by Student's t on per-unit changes (POPE F1: "
-        "paired bootstrap standard error), or the exact worst case when fewer than 10 units changed; "
-        "agreement by Clopper-Pearson."
-    )
-
-
-def write_report(report: dict[str, Any], out_dir: Path) -> dict[str, Path]:
-    from benchmarks.compare_charts import write_charts
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"json": out_dir / "report.json", "md": out_dir / "report.md"}
-    paths["json"].write_text(json.dumps(report, indent=2, default=str))
-    charts = write_charts(report, out_dir)
-    md = ["# Cross-runtime accuracy report", "", verdict_table(report), "", method_note(report)]
-    for name, path in charts.items():
-        md += ["", f"![{name}]({path.name})"]
-    md += ["", "## Score flips", ""]
-    for cand in report["candidates"]:
-        for row in cand["rows"]:
-            for flip in row["flips"][:20]:
-                prompt = (flip["prompt"] or "").replace("\n", " ")[:100]
-                md.append(
-                    f"- {cand['label']} / {row['benchmark']} / {flip['qid']}: `{prompt}` reference "
-                    f"`{flip['reference']}` ({flip['reference_score']}) vs `{flip['candidate']}` ({flip['candidate_score']})"
-                )
-            if len(row["flips"]) > 20:
-                md.append(f"- ... {len(row['flips']) - 20} more in report.json")
-    paths["md"].write_text("\n".join(md) + "\n")
-    paths.update(charts)
-    return paths

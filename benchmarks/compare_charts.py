@@ -7,6 +7,8 @@ from typing import Any
 
 from benchmarks.verdict import POINT_SCALE
 
+SUITE = "suite mean"
+
 
 def headline_points(report: dict[str, Any], name: str, index: int) -> float:
     """Headline of benchmark ``name`` in points for run ``index`` (0: the reference); NaN if none."""
@@ -42,10 +44,11 @@ def metric_chart(ax: Any, report: dict[str, Any]) -> None:
 
 
 def drop_chart(ax: Any, report: dict[str, Any]) -> None:
-    """Observed drop with its simultaneous bounds per candidate x benchmark."""
-    names, series = report["benchmarks"], []
+    """Observed drop with its simultaneous bounds per candidate x benchmark, and of the suite mean."""
+    names, series = [*report["benchmarks"], SUITE], []
     for cand in report["candidates"]:
         bounds = {r["benchmark"]: r.get("confidence") for r in cand["rows"]}
+        bounds[SUITE] = cand.get("suite")
         drops = [bounds[n]["evidence"]["drop"] if bounds.get(n) else 0.0 for n in names]
         low = [d - bounds[n]["bounds"]["drop_low"] if bounds.get(n) else 0.0 for d, n in zip(drops, names)]
         high = [bounds[n]["bounds"]["drop_high"] - d if bounds.get(n) else 0.0 for d, n in zip(drops, names)]

@@ -274,7 +274,8 @@ class Pipeline(Stages):
         return self.stages_at_once(jobs, c.jobs)
 
     def compare(self, runs: list[StageResult]) -> StageResult:
-        from benchmarks.compare import compare_runs, verdict_table, write_report
+        from benchmarks.compare import compare_runs
+        from benchmarks.compare_report import verdict_table, write_report
 
         def build(folder: Path) -> dict[str, str]:
             report = compare_runs(Path(runs[0].outputs["run"]), [Path(r.outputs["run"]) for r in runs[1:]])

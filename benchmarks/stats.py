@@ -2,7 +2,8 @@
 
 One-sided bounds at ``level`` (the probability that the true value lies beyond the bound):
 Clopper-Pearson for proportions, Student's t for means of per-unit differences, and scipy's paired
-bootstrap for the standard error of a statistic that is no mean (POPE's F1).
+bootstrap for the standard error of a statistic that is no mean (POPE's F1); for a mean over
+benchmarks, normal bounds and the exact Poisson bound of a count of rare events.
 """
 
 from __future__ import annotations
@@ -65,3 +66,25 @@ def paired_bootstrap_se(
         rng=seed,
     )
     return float(result.standard_error)
+
+
+def normal_bounds(mean: float, se: float, level: float) -> tuple[float, float]:
+    """Normal lower and upper bounds of an estimate with standard error ``se``, each one-sided at ``level``."""
+    half = float(stats.norm.isf(level)) * se
+    return mean - half, mean + half
+
+
+def normal_p_above(mean: float, se: float, value: float) -> float:
+    """p-value of "the true value is above ``value``" (one-sided z test)."""
+    return float(stats.norm.sf((mean - value) / max(se, 1e-12)))
+
+
+def poisson_upper(count: int, level: float) -> float:
+    """Upper bound of a Poisson mean after ``count`` events, one-sided at ``level`` (exact, Garwood);
+    conservative for a sum of independent binomial counts."""
+    return float(stats.chi2.ppf(1 - level, 2 * count + 2) / 2)
+
+
+def poisson_p_below(count: int, mean: float) -> float:
+    """p-value of "the Poisson mean is below ``mean``" after ``count`` events (small: it surely is)."""
+    return float(stats.poisson.cdf(count, mean))

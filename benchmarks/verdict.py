@@ -17,13 +17,20 @@ Student's t on the per-unit changes (the standard error of POPE's F1 from a seed
 with fewer, the exact worst case: the drop is at most the largest change one unit can make times
 the Clopper-Pearson upper bound of the share of units that changed (so identical answers on a few
 questions decide nothing). Agreement: Clopper-Pearson. Each claim is a one-sided test; the family of
-all claims (two per benchmark x candidate) is controlled at :data:`ALPHA` by Holm's step-down
-(statsmodels), and the bounds shown are simultaneous (Bonferroni over the family).
+all claims (two per benchmark x candidate, and two per candidate for its suite mean) is controlled at
+:data:`ALPHA` by Holm's step-down (statsmodels), and the bounds shown are simultaneous (Bonferroni
+over the family).
+
+The suite claim (:mod:`benchmarks.verdict_suite`): a candidate's mean drop over its benchmarks
+against the same margin, with agreement over all their questions. Near-lossless margins need
+thousands of identical answers per benchmark; the benchmarks together reach them, so a candidate
+HOLDS when its suite mean holds and no benchmark DROPS, while its benchmark rows may stay NOT DECIDED.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -151,25 +158,46 @@ def claim_p_values(e: Evidence, margin: AccuracyMargin) -> tuple[float, float]:
     else:
         p_within = 1.0 - mean_p_above(e.drop, e.sd, e.n, margin.max_drop)
         p_beyond = mean_p_above(e.drop, e.sd, e.n, margin.max_drop)
+    return with_agreement(p_within, p_beyond, e.agree, e.questions, margin)
+
+
+def with_agreement(
+    p_within: float, p_beyond: float, agree: int, questions: int, margin: AccuracyMargin
+) -> tuple[float, float]:
+    """p-values of "holds" and "drops" from those of the drop and, for a margin with an agreement
+    threshold, the agreement of ``agree`` of ``questions`` answers."""
     if margin.min_agreement is None:
         return p_within, p_beyond
     threshold = margin.min_agreement / 100
-    p_agree = proportion_p_above(e.agree, e.questions, threshold)
-    p_disagree = proportion_p_below(e.agree, e.questions, threshold)
+    p_agree = proportion_p_above(agree, questions, threshold)
+    p_disagree = proportion_p_below(agree, questions, threshold)
     # holds: both (intersection-union); drops: either (Bonferroni over the two)
     return max(p_within, p_agree), min(1.0, 2 * min(p_beyond, p_disagree))
 
 
 def bounds(e: Evidence, level: float) -> dict[str, float]:
     """Drop and agreement bounds (percent), each one-sided at ``level``."""
-    low, high = drop_bounds(e, level)
-    a_low, a_high = proportion_bounds(e.agree, e.questions, level)
-    return {"drop_low": low, "drop_high": high, "agreement_low": 100 * a_low, "agreement_high": 100 * a_high}
+    return bounds_dict(drop_bounds(e, level), e.agree, e.questions, level)
+
+
+def bounds_dict(drop: tuple[float, float], agree: int, questions: int, level: float) -> dict[str, float]:
+    """The bounds of a verdict: of the drop (given), and of the agreement of ``agree`` of ``questions``."""
+    a_low, a_high = proportion_bounds(agree, questions, level)
+    return {
+        "drop_low": drop[0],
+        "drop_high": drop[1],
+        "agreement_low": 100 * a_low,
+        "agreement_high": 100 * a_high,
+    }
 
 
 def decided_by_bounds(e: Evidence, margin: AccuracyMargin, level: float) -> str:
     """The verdict the bounds at ``level`` give on their own (used to project question counts)."""
-    b = bounds(e, level)
+    return verdict_of_bounds(bounds(e, level), margin)
+
+
+def verdict_of_bounds(b: dict[str, float], margin: AccuracyMargin) -> str:
+    """The verdict of drop and agreement bounds (as :func:`bounds` gives them) against ``margin``."""
     agreement = margin.min_agreement
     if b["drop_low"] > margin.max_drop or (agreement is not None and b["agreement_high"] < agreement):
         return DROPS
@@ -178,12 +206,17 @@ def decided_by_bounds(e: Evidence, margin: AccuracyMargin, level: float) -> str:
     return NOT_DECIDED
 
 
-def questions_to_decide(e: Evidence, margin: AccuracyMargin, level: float) -> int | None:
-    """Roughly how many questions in all would decide, if the observed rates held (None: none would)."""
+def questions_to_decide(
+    e: Any, margin: AccuracyMargin, level: float, bounds_of: Callable[[Any, float], dict[str, float]] = bounds
+) -> int | None:
+    """Roughly how many questions in all would decide, if the observed rates held (None: none would).
+
+    ``e`` has ``questions`` and ``scaled`` (an :class:`Evidence`, or a suite's evidence with its
+    ``bounds_of``)."""
     factor = 1.0
     while factor < 1e5:
         factor *= 1.25
-        if decided_by_bounds(e.scaled(factor), margin, level) != NOT_DECIDED:
+        if verdict_of_bounds(bounds_of(e.scaled(factor), level), margin) != NOT_DECIDED:
             return round(e.questions * factor)
     return None
 
@@ -197,16 +230,22 @@ def holm(p_values: list[float], alpha: float = ALPHA) -> list[bool]:
     return [bool(r) for r in multipletests(p_values, alpha=alpha, method="holm")[0]]
 
 
+def family_verdicts(p_values: list[tuple[float, float]], alpha: float = ALPHA) -> tuple[list[str], float]:
+    """Verdicts of comparisons with p-values (holds, drops), all claims one Holm family at ``alpha``;
+    and the level of the simultaneous (Bonferroni) bounds of that family."""
+    accepted = holm([p for pair in p_values for p in pair], alpha)
+    verdicts = [
+        HOLDS if accepted[2 * i] else DROPS if accepted[2 * i + 1] else NOT_DECIDED
+        for i in range(len(p_values))
+    ]
+    return verdicts, alpha / max(1, len(accepted))
+
+
 def decide(items: list[tuple[Evidence, AccuracyMargin]], alpha: float = ALPHA) -> list[dict[str, Any]]:
     """Verdicts of a family of comparisons, with their bounds, p-values and one-line reasons."""
     p_values = [claim_p_values(e, m) for e, m in items]
-    accepted = holm([p for pair in p_values for p in pair], alpha)
-    level = alpha / max(1, len(accepted))
-    out = []
-    for i, (e, margin) in enumerate(items):
-        verdict = HOLDS if accepted[2 * i] else DROPS if accepted[2 * i + 1] else NOT_DECIDED
-        out.append(verdict_row(e, margin, level, verdict, p_values[i]))
-    return out
+    verdicts, level = family_verdicts(p_values, alpha)
+    return [verdict_row(e, m, level, v, p) for (e, m), v, p in zip(items, verdicts, p_values)]
 
 
 def verdict_row(
@@ -234,23 +273,32 @@ def verdict_row(
 
 def explain(row: dict[str, Any]) -> str:
     """One line: what the data show against the margin."""
-    e, m, b = row["evidence"], row["margin"], row["bounds"]
+    e = row["evidence"]
     units = f"{e['unit']}s" if e["n"] != 1 else e["unit"]
-    seen = f"{e['changed']} of {e['n']} {units} changed, observed drop {e['drop']:+.2f} pt"
+    return reason_line(row, f"{e['changed']} of {e['n']} {units} changed, observed drop {e['drop']:+.2f} pt")
+
+
+def reason_line(row: dict[str, Any], seen: str, drop_name: str = "drop") -> str:
+    """``seen``, then the bounds of the drop and agreement against the margin, then (NOT DECIDED) how
+    many more questions would decide it; ``row["evidence"]`` has ``agree`` and ``questions``."""
+    e, m, b = row["evidence"], row["margin"], row["bounds"]
     agreement = ""
     if m["min_agreement"] is not None:
         agreement = f", agreement {100 * e['agree'] / max(1, e['questions']):.1f}% (bounds {b['agreement_low']:.1f}-{b['agreement_high']:.1f}%, needs {m['min_agreement']:g}%)"
-    drop = f"drop between {b['drop_low']:+.2f} and {b['drop_high']:+.2f} pt (margin {m['max_drop']:g} pt)"
+    drop = (
+        f"{drop_name} between {b['drop_low']:+.2f} and {b['drop_high']:+.2f} pt (margin {m['max_drop']:g} pt)"
+    )
     line = f"{seen}; {drop}{agreement}"
     if row["verdict"] == NOT_DECIDED:
-        needed = row["questions_needed"]
-        more = (
-            f"about {max(0, needed - e['questions']):,} more questions would decide it"
-            if needed is not None
-            else "more questions at these rates would not decide it"
-        )
-        line += f"; {more}"
+        line += f"; {more_questions(row['questions_needed'], e['questions'])}"
     return line
+
+
+def more_questions(needed: int | None, asked: int) -> str:
+    """How many more questions would decide a NOT DECIDED verdict (``needed``: in all)."""
+    if needed is None:
+        return "more questions at these rates would not decide it"
+    return f"about {max(0, needed - asked):,} more questions would decide it"
 
 
 def overall(verdicts: list[str]) -> str:

@@ -60,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from benchmarks.base import prepare_out_dir
-    from benchmarks.compare import Thresholds, compare_runs, exit_status, verdict_table, write_report
+    from benchmarks.compare import Thresholds, compare_runs, exit_status
+    from benchmarks.compare_report import verdict_table, write_report
     from benchmarks.runner import RESULTS_FILE, BenchmarkRunOptions
     from impvlm.errors import ConfigError
 
