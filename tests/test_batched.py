@@ -3,10 +3,12 @@
 Every runtime answers each image's questions of the nine synthetic benchmarks twice, one question at
 a time (``generate``, as stock llama.cpp and upstream Imp do) and all together (``generate_many``:
 the prefix prefilled once and shared, the questions prefilled in one batch and decoded in one
-batch). PyTorch and the f32 GGUF give the same answers. llama.cpp's CPU kernels round a one-row
-matrix product (decoding one question) differently from a many-row one (f16 by ~5e-4 of a logit,
-q4_k_m's repacked rows by ~2e-2), so f16, the native path and q4_k_m may part from the one-at-a-time
-answer only at a near-tie: a token whose top-2 logit gap was within that rounding.
+batch). PyTorch gives the same answers. llama.cpp's CPU kernels sum a one-row matrix product
+(decoding one question) in another order than a many-row one: f32 by float32 rounding (~1e-5 of a
+logit), f16 by ~5e-4, q4_k_m's repacked rows by ~2e-2. So the f32 GGUF may part from the
+one-at-a-time answer only at an exact tie (a top-2 gap at float32 rounding, seen once in ~130
+answers on one tiny model), and f16, the native path and q4_k_m only at a near-tie within their
+rounding.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ pytestmark = pytest.mark.skipif(
 )
 MAX_NEW_TOKENS = 8
 #: top-2 logit gap within which another batch shape's rounding may pick the other token
-TIE = {"f16": 0.01, "q4_k_m": 0.05}
+TIE = {"f32": 1e-4, "f16": 0.01, "q4_k_m": 0.05}
 
 
 @pytest.fixture(scope="module")
@@ -119,17 +121,17 @@ def partings(runtime, groups) -> tuple[int, list[tuple[str, float]], set[int]]:
     return compared, parted, sizes
 
 
-def test_pytorch_and_f32_gguf_answers_equal_one_at_a_time(tiny_checkpoint, bundle, suite):
+def test_pytorch_answers_equal_one_at_a_time_f32_gguf_up_to_float32_ties(tiny_checkpoint, bundle, suite):
     groups = image_groups(suite)
     assert {name for name, *_ in groups} == set(BENCHMARK_NAMES)
-    for runtime in (
-        GapTorch(tiny_checkpoint, threads=1),
-        GapExported(bundle, lm="f32", vision="fp32", threads=1),
+    for runtime, ties in (
+        (GapTorch(tiny_checkpoint, threads=1), 0),
+        (GapExported(bundle, lm="f32", vision="fp32", threads=1), 1),
     ):
         with runtime:
             compared, parted, sizes = partings(runtime, groups)
-        assert parted == [] and compared >= 100, runtime.name
-        assert max(sizes) > 2
+        assert compared >= 100 and max(sizes) > 2, runtime.name
+        assert len(parted) <= ties and all(gap < TIE["f32"] for _, gap in parted), (runtime.name, parted)
 
 
 @pytest.mark.parametrize("kind, lm", [("exported", "f16"), ("native", "f16"), ("exported", "q4_k_m")])
