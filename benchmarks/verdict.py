@@ -54,6 +54,7 @@ HOLDS, DROPS, NOT_DECIDED = "HOLDS", "DROPS", "NOT DECIDED"
 UNITS = {"mme": "image", "mmbench": "circular group"}
 POINT_SCALE = {"mme": 100 / 2000}  # headlines in other units than percent -> percentage points
 BOOTSTRAP_SEED = 0
+FAR_OFF = 20  # a NOT DECIDED line needing this many times the questions asked says so
 
 
 @dataclass(frozen=True)
@@ -298,7 +299,10 @@ def more_questions(needed: int | None, asked: int) -> str:
     """How many more questions would decide a NOT DECIDED verdict (``needed``: in all)."""
     if needed is None:
         return "more questions at these rates would not decide it"
-    return f"about {max(0, needed - asked):,} more questions would decide it"
+    more = f"about {max(0, needed - asked):,} more questions would decide it"
+    if needed > FAR_OFF * max(1, asked):
+        return f"{more} ({needed / max(1, asked):,.0f}x those asked)"
+    return more
 
 
 def overall(verdicts: list[str]) -> str:

@@ -276,3 +276,17 @@ def test_the_suite_bounds_follow_their_formulas():
     se = np.sqrt(10.0**2 / 400) / 2
     assert suite_drop_bounds(s, 0.01) == pytest.approx((0.5 - norm.isf(0.01) * se, 0.5 + norm.isf(0.01) * se))
     assert row["verdict"] == NOT_DECIDED and suite["verdict"] == HOLDS
+
+
+def test_a_verdict_far_from_decided_says_how_far():
+    """Agreement observed a hair above the 99% needed: the line gives the count and its multiple of
+    the questions asked; a row a few hundred questions short gives the count alone."""
+    at_margin = Evidence("question", 2000, 19, 0.0, 1.0, 100.0, 2000, 1981)
+    near = Evidence("question", 300, 0, 0.0, 0.0, 100.0, 300, 300)
+    far, close = decide([(at_margin, NEAR_LOSSLESS_MARGIN), (near, QUANTIZED_MARGIN)])
+    assert far["verdict"] == NOT_DECIDED and far["questions_needed"] > 20 * 2000
+    assert f"({far['questions_needed'] / 2000:,.0f}x those asked)" in far["reason"]
+    assert close["verdict"] == NOT_DECIDED and close["questions_needed"] < 2 * 300
+    assert close["reason"].endswith(
+        f"about {close['questions_needed'] - 300:,} more questions would decide it"
+    )
