@@ -258,18 +258,30 @@ def verdict_row(
 ) -> dict[str, Any]:
     """A verdict with its evidence, bounds at ``level``, p-values and its one-line reason."""
     p_values = p_values or claim_p_values(e, margin)
-    row: dict[str, Any] = {
+    row = row_of(verdict, asdict(e), margin, bounds(e, level), level, p_values)
+    row["questions_needed"] = questions_to_decide(e, margin, level) if verdict == NOT_DECIDED else None
+    row["reason"] = explain(row)
+    return row
+
+
+def row_of(
+    verdict: str,
+    evidence: dict[str, Any],
+    margin: AccuracyMargin,
+    bounds_at_level: dict[str, float],
+    level: float,
+    p_values: tuple[float, float],
+) -> dict[str, Any]:
+    """A verdict row's common part (a benchmark's or a suite mean's): evidence, margin, bounds, p-values."""
+    return {
         "verdict": verdict,
-        "evidence": asdict(e),
+        "evidence": evidence,
         "margin": asdict(margin),
-        "bounds": bounds(e, level),
+        "bounds": bounds_at_level,
         "p_holds": p_values[0],
         "p_drops": p_values[1],
         "level": level,
     }
-    row["questions_needed"] = questions_to_decide(e, margin, level) if verdict == NOT_DECIDED else None
-    row["reason"] = explain(row)
-    return row
 
 
 def explain(row: dict[str, Any]) -> str:

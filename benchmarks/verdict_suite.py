@@ -16,7 +16,7 @@ units (a sum of independent binomials) is at most the Poisson upper bound of its
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from benchmarks.stats import normal_bounds, normal_p_above, poisson_p_below, poisson_upper
@@ -31,6 +31,7 @@ from benchmarks.verdict import (
     family_verdicts,
     questions_to_decide,
     reason_line,
+    row_of,
     verdict_row,
     with_agreement,
 )
@@ -118,15 +119,7 @@ def suite_row(
     s: SuiteEvidence, margin: AccuracyMargin, level: float, verdict: str, p_values: tuple[float, float]
 ) -> dict[str, Any]:
     """The suite verdict with its evidence, bounds at ``level``, p-values and its one-line reason."""
-    row: dict[str, Any] = {
-        "verdict": verdict,
-        "evidence": s.summary(),
-        "margin": asdict(margin),
-        "bounds": suite_bounds(s, level),
-        "p_holds": p_values[0],
-        "p_drops": p_values[1],
-        "level": level,
-    }
+    row = row_of(verdict, s.summary(), margin, suite_bounds(s, level), level, p_values)
     needed = questions_to_decide(s, margin, level, suite_bounds) if verdict == NOT_DECIDED else None
     row["questions_needed"] = needed
     plural = "s" if s.benchmarks != 1 else ""
