@@ -34,6 +34,8 @@ class LlamaLMRuntime(Runtime):
     _lm: LlamaSession
     _sequences: LlamaSequences | None = None  # made on the first fork
     batched = True
+    #: llama.cpp's flash attention when no layer is offloaded to a GPU (None: llama.cpp decides)
+    cpu_flash_attn: bool | None = None
 
     def _open_bundle(self, bundle: str | Path, verify: bool | str) -> Manifest:
         """Read the bundle's manifest (sha256-checked unless ``verify`` is false) and set what the text
@@ -57,13 +59,15 @@ class LlamaLMRuntime(Runtime):
 
     def _open_lm(self, precision: str, context_length: int, threads: int | None) -> None:
         """Load the LM GGUF ``precision`` as ``self._lm`` and check it takes the manifest's embeddings."""
+        n_gpu_layers = gpu_layers()
         self._lm = LlamaSession(
             self.bundle / self.manifest.lm[precision].file,
             n_ctx=context_length,
             n_threads=threads,
-            n_gpu_layers=gpu_layers(),
+            n_gpu_layers=n_gpu_layers,
             n_batch=max(512, self.num_image_tokens),
             kv_type=kv_type(precision),
+            flash_attn=None if n_gpu_layers else self.cpu_flash_attn,
         )
         if (n_embd := self._lm.n_embd) != (width := self.manifest.model.embedding_width):
             self._lm.close()

@@ -17,8 +17,8 @@ import importlib.util
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
+from logit_gaps import GapExported, GapNative, GapTorch, divergence
 
 from benchmarks import BENCHMARK_NAMES, get_benchmark
 from benchmarks.answer_groups import same_image_groups
@@ -27,8 +27,6 @@ from benchmarks.runner import BenchmarkRunOptions, group_by_image, run_suite
 from benchmarks.synthetic import write_synthetic_suite
 from runtimes.exported import ExportedRuntime
 from runtimes.loader import load_runtime
-from runtimes.native import LlamaCppNativeRuntime
-from runtimes.torch_runtime import TorchRuntime
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("llama_cpp") is None, reason="needs llama-cpp-python"
@@ -68,40 +66,6 @@ def image_groups(suite: Path) -> list[tuple[str, list, list[str], int]]:
     return groups
 
 
-class RecordsGaps:
-    """Records the top-2 logit gap of each token ``generate`` chooses (``gaps``, one per step)."""
-
-    gaps: list[float]
-
-    def _prefill(self, *args):
-        logits = super()._prefill(*args)
-        if logits is not None:  # None: generate_many's prefix, which chooses no token
-            self.gaps = [top2_gap(logits)]
-        return logits
-
-    def _eval_tokens(self, ids):
-        logits = super()._eval_tokens(ids)
-        self.gaps = [*getattr(self, "gaps", []), top2_gap(logits)]
-        return logits
-
-
-class GapTorch(RecordsGaps, TorchRuntime):
-    pass
-
-
-class GapExported(RecordsGaps, ExportedRuntime):
-    pass
-
-
-class GapNative(RecordsGaps, LlamaCppNativeRuntime):
-    pass
-
-
-def top2_gap(logits: np.ndarray) -> float:
-    second, first = np.sort(logits)[-2:]
-    return float(first - second)
-
-
 def partings(runtime, groups) -> tuple[int, list[tuple[str, float]], set[int]]:
     """Answers compared, ``(benchmark, gap)`` where a batched answer parts from the one-at-a-time one
     (the one-at-a-time top-2 gap at the first differing token), and the batch sizes seen."""
@@ -115,8 +79,8 @@ def partings(runtime, groups) -> tuple[int, list[tuple[str, float]], set[int]]:
         for (ids, gaps), out in zip(alone, together, strict=True):
             sizes.add(out.timings.batch_size)
             compared += 1
-            if out.token_ids != ids:
-                at = next(i for i, (a, b) in enumerate(zip([*ids, -1], [*out.token_ids, -2])) if a != b)
+            at = divergence(ids, out.token_ids)
+            if at is not None:
                 parted.append((name, gaps[at]))
     return compared, parted, sizes
 

@@ -12,10 +12,10 @@ import json
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from cli_run import imp
+from logit_gaps import GapTorch, divergence
 from upstream_configs import ENDOFTEXT, EOS, IMAGE, LM, SIGLIP
 from upstream_layouts import (
     TrainingArguments,
@@ -30,7 +30,6 @@ from impvlm.errors import CheckpointError
 from impvlm.templates import IMAGE_SENTINEL
 from impvlm.upstream import Parts
 from runtimes.loader import load_runtime
-from runtimes.torch_runtime import TorchRuntime
 
 QUESTION = "What colour is the shape?"
 #: llama.cpp builds whose llava graph appends CLIP's class token last cannot run a CLIP mmproj.
@@ -60,41 +59,14 @@ END_TO_END = [
 TIE = 0.25
 
 
-class GapRecordingTorchRuntime(TorchRuntime):
-    """TorchRuntime that also records, for each token it chooses, the gap between its two best logits."""
-
-    gaps: list[float] = []
-
-    def _prefill(self, *args: object) -> np.ndarray:
-        logits = super()._prefill(*args)  # type: ignore[arg-type]
-        self.gaps = [top2_gap(logits)]  # the first choice; each decode step adds the next
-        return logits
-
-    def _forward(self, embeds: torch.Tensor) -> np.ndarray:
-        logits = super()._forward(embeds)
-        self.gaps = [*self.gaps, top2_gap(logits)]
-        return logits
-
-
-def top2_gap(logits: np.ndarray) -> float:
-    second, first = np.sort(logits)[-2:]
-    return float(first - second)
-
-
 def torch_answers(fixture, images) -> tuple[list[list[int]], list[list[float]], list[str]]:
     """PyTorch's greedy answers (ids and text) to :data:`QUESTION` and the top-2 gap at each step."""
-    rt = GapRecordingTorchRuntime(fixture.path, threads=1, **vars(parts(fixture)))
+    rt = GapTorch(fixture.path, threads=1, **vars(parts(fixture)))
     ids, gaps, texts = [], [], []
     for image in images:
         out = rt.generate([image], QUESTION, max_new_tokens=8)
         ids.append(out.token_ids), gaps.append(rt.gaps), texts.append(out.text)
     return ids, gaps, texts
-
-
-def divergence(want: list[int], got: list[int]) -> int | None:
-    """The first step where two greedy answers differ (a stop counts as a token), or None."""
-    k = next((i for i, (a, b) in enumerate(zip(want, got)) if a != b), min(len(want), len(got)))
-    return None if want == got else k
 
 
 @pytest.mark.parametrize("name", END_TO_END)
