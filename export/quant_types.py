@@ -111,6 +111,12 @@ class QuantType:
         return LlamaFileType[self.ggml_file_type]
 
     @property
+    def integer_dot(self) -> bool:
+        """llama.cpp's CPU kernels multiply its blocks with 8-bit quantized activations in integer dot
+        products (every block-quantized type); the float types (f32, f16, bf16) run float math."""
+        return not self.base
+
+    @property
     def near_lossless(self) -> bool:
         """Held to the near-lossless accuracy thresholds (8 bits and up)."""
         return self.bits >= 8

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -219,4 +220,11 @@ def test_question_mix_against_both_peers(speed_run):
     targets = {t["key"]: t for t in s["targets"]}
     assert {"mix_vs_torch", "mix_vs_llamacpp", "mix_ttft", "mix_rss"} <= set(targets)
     assert targets["mix_rss"]["applies"] is False  # a tiny model is not the 3B target
+    engine = mix["engine"]["llama_context"]
+    assert (
+        engine["flash_attn"] is False and positive(engine["model_mib"]) and positive(engine["kv_buffer_mib"])
+    )
+    assert re.search(
+        r"LM weights [\d,]+ MB, KV cache [\d,]+ MB for [\d,]+ positions", targets["mix_rss"]["holds_back"]
+    )
     assert "### Benchmark throughput on the real question mix" in (out / "speed.md").read_text()

@@ -17,11 +17,13 @@ class LlamaLogGrep(logging.Handler):
         "n_ctx": re.compile(r"llama_context: n_ctx\s+=\s+(\d+)"),
         "n_batch": re.compile(r"llama_context: n_batch\s+=\s+(\d+)"),
         "n_ubatch": re.compile(r"llama_context: n_ubatch\s+=\s+(\d+)"),
-        "flash_attn": re.compile(r"Flash Attention (enabled|disabled)"),
+        # "flash_attn = disabled" when the context asked for it, "Flash Attention enabled" after auto
+        "flash_attn": re.compile(r"(?:Flash Attention|flash_attn\s+=)\s+(enabled|disabled)"),
         "kv_buffer_mib": re.compile(r"KV buffer size\s+=\s+([\d.]+) MiB"),
         "compute_buffer_mib": re.compile(r"compute buffer size\s+=\s+([\d.]+) MiB"),
         "output_buffer_mib": re.compile(r"output buffer size\s+=\s+([\d.]+) MiB"),
         "repack_mib": re.compile(r"CPU_REPACK model buffer size\s+=\s+([\d.]+) MiB"),
+        "model_mib": re.compile(r"CPU(?:_Mapped)? model buffer size\s+=\s+([\d.]+) MiB"),
     }
 
     def __init__(self) -> None:

@@ -103,20 +103,27 @@ def memory_bandwidth(size_mb: int, threads: int, repeats: int = 5) -> Bandwidth:
 
 
 def matmul_peak(threads: int, n: int = 2048, repeats: int = 5) -> dict[str, float]:
-    """GFLOP/s of an ``n x n`` float32 matrix multiply with ``threads`` threads (best of ``repeats``):
-    the machine's measured compute peak that a prefill rate is set against. Run it in an isolated
-    worker, like :func:`memory_bandwidth`."""
+    """GFLOP/s of an ``n x n`` float32 matrix multiply and GOP/s of an int8 one (int32 sums) with
+    ``threads`` threads, best of ``repeats`` each: the machine's measured compute peaks that a prefill
+    rate is set against (float math for PyTorch fp32 and f16 GGUFs, integer dot products for llama.cpp's
+    quantized types). Run it in an isolated worker, like :func:`memory_bandwidth`."""
     import torch
 
     torch.set_num_threads(threads)
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    torch.mm(a, b)  # warm-up
-    seconds = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        torch.mm(a, b)
-        seconds.append(time.perf_counter() - started)
-    return {"threads": threads, "n": n, "gflops": 2 * n**3 / min(seconds) / 1e9}
+
+    def best(mm, a: torch.Tensor, b: torch.Tensor) -> float:
+        mm(a, b)  # warm-up
+        seconds = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            mm(a, b)
+            seconds.append(time.perf_counter() - started)
+        return 2 * n**3 / min(seconds) / 1e9
+
+    out = {"threads": threads, "n": n, "gflops": best(torch.mm, torch.randn(n, n), torch.randn(n, n))}
+    ints = [torch.randint(-128, 128, (n, n), dtype=torch.int8) for _ in range(2)]
+    out["int8_gops"] = best(torch._int_mm, *ints)
+    return out
 
 
 def gguf_decode_bytes(path: str | Path) -> DecodeBytes:

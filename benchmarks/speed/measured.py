@@ -155,4 +155,4 @@ class Measured(Record):
     errors: list[dict[str, str]]
     seconds: float | None = None
     mix: dict[str, Any] = field(default_factory=dict)  # question-mix runs by mode (benchmarks.speed.mix)
-    matmul: dict[str, Any] | None = None  # float32 matmul peak at the run's threads
+    matmul: dict[str, Any] | None = None  # float32 and int8 matmul peaks at the run's threads

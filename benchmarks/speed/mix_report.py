@@ -23,7 +23,7 @@ MEMORY_HEADERS = (
     "compute buffers MiB", "repacked weights MiB",
 )  # fmt: skip
 RATE_HEADERS = (
-    "runtime", "prompt tokens", "prefill tok/s", "prefill GFLOP/s", "of matmul peak",
+    "runtime", "prompt tokens", "prefill tok/s", "prefill GFLOP/s", "matmul peak", "of peak",
     "decode forward/s", "decode roofline tok/s", "of roofline",
 )  # fmt: skip
 
@@ -83,10 +83,16 @@ def rates_markdown(report: PresetReport, runs: dict[str, MixRun]) -> list[str]:
     bandwidth roofline (the LM's weights read once per decoded token)."""
     from benchmarks.speed.machine import gguf_decode_bytes
     from benchmarks.speed.text import fmt, table
+    from export.quant_types import quant_type
 
     raw, params = report.raw, report.model.lm_parameters or 0
-    peak = (raw.get("matmul") or {}).get("gflops")
-    lm = raw["manifest"]["lm"].get(raw["config"]["deploy_lm"])
+    deploy = raw["config"]["deploy_lm"]
+    measured = raw.get("matmul") or {}
+    q = quant_type(deploy)
+    gguf_peak = (
+        ("int8", measured.get("int8_gops")) if q and q.integer_dot else ("float32", measured.get("gflops"))
+    )
+    lm = raw["manifest"]["lm"].get(deploy)
     gguf_bytes = (
         gguf_decode_bytes(Path(raw["prepared"]["bundle"]) / lm["file"]).bytes_per_token if lm else None
     )
@@ -96,22 +102,24 @@ def rates_markdown(report: PresetReport, runs: dict[str, MixRun]) -> list[str]:
         w = r.warm or {}
         prefill, decode = w.get("prefill_tokens_per_s"), w.get("decode_forward_per_s")
         gflops = 2 * params * prefill / 1e9 if prefill and params else None
+        kind, peak = ("float32", measured.get("gflops")) if mode == "torch" else gguf_peak
         per_token = 4 * params if mode == "torch" else gguf_bytes
         roof = bandwidth * 1e9 / per_token if bandwidth and per_token else None
         rows.append([
             MODE_LABELS[mode], fmt(w.get("prefill_tokens"), 0), fmt(prefill, 1), fmt(gflops, 1),
-            fmt(100 * gflops / peak if gflops and peak else None, 0, "%"), fmt(decode, 2), fmt(roof, 2),
-            fmt(100 * decode / roof if decode and roof else None, 0, "%"),
+            f"{kind} {fmt(peak, 0)}", fmt(100 * gflops / peak if gflops and peak else None, 0, "%"),
+            fmt(decode, 2), fmt(roof, 2), fmt(100 * decode / roof if decode and roof else None, 0, "%"),
         ])  # fmt: skip
     return [
         "",
         table(RATE_HEADERS, rows),
         "",
         f"First answer of each way (its warm-up, nothing reused). Prefill GFLOP/s = 2 x {params:,} LM "
-        f"parameters x tokens/s, against the measured float32 matmul peak ({fmt(peak, 1)} GFLOP/s, "
-        f"{report.raw['config']['threads']} threads); decode roofline = copy bandwidth "
-        f"({fmt(bandwidth, 2)} GB/s) / bytes of weights read per token (GGUF {raw['config']['deploy_lm']}, "
-        "PyTorch fp32).",
+        f"parameters x tokens/s, against the machine's measured matmul peak for the arithmetic the way "
+        f"runs ({raw['config']['threads']} threads, n = {measured.get('n', '-')}): float32 for PyTorch fp32 "
+        f"and float GGUFs, int8 dot products with int32 sums for llama.cpp's quantized types ({deploy} "
+        f"multiplies its blocks with 8-bit activations). Decode roofline = copy bandwidth "
+        f"({fmt(bandwidth, 2)} GB/s) / bytes of weights read per token (GGUF {deploy}, PyTorch fp32).",
     ]
 
 
@@ -159,6 +167,26 @@ def mix_verdicts(raw: dict[str, Any], lm_parameters: int | None) -> list[Any]:
     applies = (lm_parameters or 0) >= RSS_TARGET_MIN_PARAMS
     n_ctx = engine.runtime.get("context_length")
     rss_text = f"{engine.peak_rss_mb:.0f} MB (n_ctx {n_ctx})"
-    why = f"weights, the KV cache of {n_ctx} positions and compute buffers: see the peak memory table"
-    out.append(verdict("mix_rss", engine.peak_rss_mb, rss_text, why, applies=applies))
+    out.append(verdict("mix_rss", engine.peak_rss_mb, rss_text, rss_parts(engine), applies=applies))
     return out
+
+
+def rss_parts(run: MixRun) -> str:
+    """What a run's peak RSS is made of: llama.cpp's buffers as its log gives them, the rest (vision
+    session and its working memory, interpreter) as the remainder, and the floor no context size
+    can go under (weights and the KV cache of the image prefix)."""
+    c = run.llama_context or {}
+    weights = (c.get("model_mib") or 0) + (c.get("repack_mib") or 0)
+    kv, compute, n_ctx = c.get("kv_buffer_mib"), c.get("compute_buffer_mib") or 0, c.get("n_ctx")
+    if not (weights and kv and n_ctx):
+        return "weights, the KV cache and compute buffers: see the peak memory table"
+    mb = 2**20 / 1e6
+    prefix = int((run.warm or {}).get("prefill_tokens") or 0)
+    prefix_kv = kv * min(prefix, n_ctx) / n_ctx
+    rest = run.peak_rss_mb - (weights + kv + compute) * mb
+    return (
+        f"LM weights {weights * mb:,.0f} MB, KV cache {kv * mb:,.0f} MB for {n_ctx:,} positions, compute "
+        f"buffers {compute * mb:,.0f} MB; the vision session with its working memory and the interpreter "
+        f"{rest:,.0f} MB. The LM weights and the KV cache of the {prefix:,}-token image prompt alone take "
+        f"{(weights + prefix_kv) * mb:,.0f} MB"
+    )
