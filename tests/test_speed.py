@@ -228,3 +228,26 @@ def test_question_mix_against_both_peers(speed_run):
         r"LM weights [\d,]+ MB, KV cache [\d,]+ MB for [\d,]+ positions", targets["mix_rss"]["holds_back"]
     )
     assert "### Benchmark throughput on the real question mix" in (out / "speed.md").read_text()
+
+
+def test_mix_gaps_are_explained_by_measured_parts():
+    from benchmarks.speed.measured import Summary
+    from benchmarks.speed.mix import MixRun
+    from benchmarks.speed.mix_report import photo_bound, rss_parts
+
+    def run(seconds, warm=None, context=None, peak=0.0):
+        groups = [["gqa", 32, 32, seconds / 2], ["pope", 18, 18, seconds / 2]]
+        return MixRun("engine", {}, groups, 50, 50, seconds, 3000 / seconds, Summary.of([20.0]),
+                      Summary.of([1.0]), peak, warm=warm, llama_context=context)  # fmt: skip
+
+    warm = {"image_encode_s": 3.0, "prefill_s": 17.0, "prefill_tokens": 788}
+    engine, peer = run(100.0, warm), run(250.0)
+    # two photos of 20 s each: with free questions 250 / 40 = 6.25x; the questions took 60 s
+    assert "is 40 s of the engine's 100 s for 2 photos" in photo_bound(engine, peer, "native-reuse")
+    assert "would reach 6.25x; its 50 questions take 60 s" in photo_bound(engine, peer, "native-reuse")
+    context = {"model_mib": 1000.0, "repack_mib": 0.0, "kv_buffer_mib": 1000.0, "compute_buffer_mib": 100.0,
+               "n_ctx": 1000}  # fmt: skip
+    parts = rss_parts(run(100.0, warm, context, peak=3000.0), vision_mb=400.0)
+    # MiB -> MB: 1,049 weights, 1,049 KV, 105 compute; the rest 3000 - 2202.0 = 798; floor 1049 + 826 + 400
+    assert "LM weights 1,049 MB, KV cache 1,049 MB for 1,000 positions, compute buffers 105 MB" in parts
+    assert "interpreter 798 MB" in parts and "alone take 2,275 MB" in parts
