@@ -31,9 +31,10 @@ def onnx_providers() -> list[str]:
 
 class ExportedRuntime(LlamaLMRuntime):
     name = "exported"
-    # llama.cpp's CPU flash attention takes a slow path below 64 query rows: a follow-up question's
-    # 25 tokens prefill at 18 tok/s with it, 34 without, and 30 sequences decode a step in 1.58 s vs
-    # 1.00 s (Phi-2 q4_k_m on 788 cached positions, 2 Zen 4 cores). Off costs 8% on a long prefill.
+    # llama.cpp's CPU flash attention is slow below about 64 query rows (48 rows: 22 tok/s, 64: 41):
+    # a follow-up question's 25 tokens prefill at 18 tok/s with it, 34 without, and 30 sequences
+    # decode a step in 1.58 s vs 1.00 s (Phi-2 q4_k_m on 788 cached positions, 2 Zen 4 cores). Off
+    # costs 8% on a long prefill.
     cpu_flash_attn = False
 
     def __init__(
