@@ -63,5 +63,5 @@ def partings(answers: list[tuple[list[int], list[float]]], others: list[list[int
     for (want, gaps), got in zip(answers, others, strict=True):
         k = divergence(want, got)
         if k is not None:
-            out.append(gaps[k] if k < len(gaps) else 0.0)
+            out.append(gaps[k])
     return out

@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 
 import pytest
-from logit_gaps import GapExported, GapNative, GapTorch, divergence
+from logit_gaps import GapExported, GapNative, GapTorch, partings
 
 from benchmarks import BENCHMARK_NAMES, get_benchmark
 from benchmarks.answer_groups import same_image_groups
@@ -66,7 +66,7 @@ def image_groups(suite: Path) -> list[tuple[str, list, list[str], int]]:
     return groups
 
 
-def partings(runtime, groups) -> tuple[int, list[tuple[str, float]], set[int]]:
+def batch_partings(runtime, groups) -> tuple[int, list[tuple[str, float]], set[int]]:
     """Answers compared, ``(benchmark, gap)`` where a batched answer parts from the one-at-a-time one
     (the one-at-a-time top-2 gap at the first differing token), and the batch sizes seen."""
     compared, parted, sizes = 0, [], set()
@@ -76,12 +76,9 @@ def partings(runtime, groups) -> tuple[int, list[tuple[str, float]], set[int]]:
             out = runtime.generate(images, question, max_new_tokens=limit)
             alone.append((out.token_ids, runtime.gaps))
         together = runtime.generate_many(images, questions, limit)
-        for (ids, gaps), out in zip(alone, together, strict=True):
-            sizes.add(out.timings.batch_size)
-            compared += 1
-            at = divergence(ids, out.token_ids)
-            if at is not None:
-                parted.append((name, gaps[at]))
+        sizes.update(out.timings.batch_size for out in together)
+        compared += len(together)
+        parted += [(name, gap) for gap in partings(alone, [out.token_ids for out in together])]
     return compared, parted, sizes
 
 
@@ -93,7 +90,7 @@ def test_pytorch_answers_equal_one_at_a_time_f32_gguf_up_to_float32_ties(tiny_ch
         (GapExported(bundle, lm="f32", vision="fp32", threads=1), 1),
     ):
         with runtime:
-            compared, parted, sizes = partings(runtime, groups)
+            compared, parted, sizes = batch_partings(runtime, groups)
         assert compared >= 100 and max(sizes) > 2, runtime.name
         assert len(parted) <= ties and all(gap < TIE["f32"] for _, gap in parted), (runtime.name, parted)
 
@@ -106,9 +103,9 @@ def test_f16_native_and_q4_answers_part_only_at_near_ties(bundle, suite, kind, l
         else GapExported(bundle, lm=lm, vision="fp32", threads=1)
     )
     with runtime:
-        compared, parted, _ = partings(runtime, image_groups(suite))
+        compared, parted, _ = batch_partings(runtime, image_groups(suite))
     assert all(gap < TIE[lm] for _, gap in parted), parted
-    if lm == "f16":  # measured on this random model: 1 and 2 of 130 answers
+    if lm == "f16":  # measured on this random model: exported 1, native 0 to 2 of about 140 answers
         assert len(parted) <= 0.02 * compared
 
 
